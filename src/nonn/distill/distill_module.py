@@ -1,0 +1,114 @@
+"""Lightning module that trains the K NoNN students and head jointly against a frozen teacher.
+
+Its forward for training returns ``(logits, {term: loss})`` so every term is logged.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import NonnError
+from ..models import FeatureHook
+from . import losses
+from .batches import BatchPrep
+from .nonn_model import NoNN
+from .training import accuracy, frozen_copy, sgd_cosine
+
+
+class TrainingCollapsed(NonnError):
+    """A student's bridge output went to zero everywhere: it can never recover."""
+
+
+class DistillModule(L.LightningModule):
+    def __init__(self, net: NoNN, teacher: nn.Module, feature_module: str, groups: list[list[int]],
+                 prep: BatchPrep, *, alpha: float, temperature: float, beta: float, at_form: str,
+                 drop_prob: float, lr: float, momentum: float, weight_decay: float):
+        super().__init__()
+        self.net, self.prep = net, prep
+        self.teacher = frozen_copy(teacher)
+        self.feature_module = feature_module
+        self._hook: FeatureHook | None = None
+        for k, g in enumerate(groups):
+            self.register_buffer(f"group_{k}", torch.tensor(g, dtype=torch.long), persistent=False)
+        self.register_buffer("order", torch.tensor([i for g in groups for i in g], dtype=torch.long),
+                             persistent=False)
+        self.k = len(groups)
+        self.alpha, self.temperature, self.beta, self.at_form = alpha, temperature, beta, at_form
+        self.drop_prob = drop_prob
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self._bridge_max: torch.Tensor | None = None
+
+    @property
+    def groups(self) -> list[torch.Tensor]:
+        return [getattr(self, f"group_{k}") for k in range(self.k)]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the teacher stays frozen, BN statistics included
+        return self
+
+    def on_fit_start(self) -> None:
+        self._hook = FeatureHook(self.teacher, self.feature_module)
+
+    def on_fit_end(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _keep_mask(self, device) -> torch.Tensor | None:
+        """Student dropout: with probability drop_prob, zero one random student's features for this batch."""
+        if self.drop_prob <= 0 or self.k < 2 or torch.rand(()) >= self.drop_prob:
+            return None
+        keep = torch.ones(self.k, device=device)
+        keep[int(torch.randint(self.k, ()))] = 0.0
+        return keep
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+            t_map = self._hook.output
+        logits, maps = self.net(x, keep=self._keep_mask(x.device), return_maps=True)
+        terms = {
+            "ce": (1 - self.alpha) * F.cross_entropy(logits, y),
+            "kd": self.alpha * losses.kd_loss(logits, t_logits, self.temperature),
+        }
+        if self.beta > 0:
+            if self.at_form == "spatial":
+                at = losses.spatial_at_loss(maps, t_map, self.groups)
+            else:
+                pooled = torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
+                at = losses.pooled_at_loss(pooled, t_map, self.order)
+            terms["at"] = self.beta / 2 * at
+        return logits, terms
+
+    def training_step(self, batch, _idx):
+        x, y = batch
+        logits, terms = self(self.prep(x, train=True), y)
+        loss = sum(terms.values())
+        for name, value in terms.items():
+            self.log(f"loss_{name}", value, prog_bar=name != "ce")
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._bridge_max = torch.zeros(self.k, device=self.device)
+
+    def validation_step(self, batch, _idx):
+        x, y = batch
+        logits, maps = self.net(self.prep(x), return_maps=True)
+        self._bridge_max = torch.maximum(self._bridge_max, torch.stack([m.detach().amax() for m in maps]))
+        self.log("val_acc", accuracy(logits, y), prog_bar=True, sync_dist=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        bridge_max = self.trainer.strategy.reduce(self._bridge_max, reduce_op="max")
+        dead = [k for k in range(self.k) if float(bridge_max[k]) == 0.0]
+        if dead:
+            raise TrainingCollapsed(
+                f"student(s) {dead} collapsed: their bridge outputs are zero on every validation image "
+                f"(the attention-transfer term dominated); lower students.beta (now {self.beta:g}) "
+                f"or set students.at_form=pooled")
+
+    def configure_optimizers(self):
+        return sgd_cosine(self, self.net.parameters(), self.lr, self.momentum, self.weight_decay)
