@@ -1,0 +1,60 @@
+import pytest
+import yaml
+
+from nonn.config import Config, load_config
+from nonn.errors import ConfigError
+
+
+def test_defaults_roundtrip_through_yaml(tmp_path):
+    cfg = load_config(overrides=["students.k=3", "data.limit_train=200", "students.beta=null"])
+    p = tmp_path / "c.yaml"
+    p.write_text(cfg.to_yaml())
+    again = load_config(p)
+    assert again == cfg
+    assert again.students.k == 3 and again.data.limit_train == 200 and again.students.beta is None
+
+
+def test_required_keys_exist():
+    d = Config().to_dict()
+    for key in ["data.name", "data.dir", "data.limit_train", "teacher.arch", "teacher.epochs", "students.k",
+                "students.arch", "students.epochs", "partition.rule", "partition.seed"]:
+        section, name = key.split(".")
+        assert name in d[section], key
+
+
+@pytest.mark.parametrize("override,message", [
+    ("students.kk=3", "unknown config key 'students.kk'"),
+    ("nosuch.key=1", "unknown config key 'nosuch.key'"),
+    ("students.epochs=ten", "students.epochs must be an integer"),
+    ("students.k=2.5", "students.k must be an integer"),
+    ("partition.rule=louvain", "partition.rule must be one of"),
+    ("students.k=0", "students.k must be at least 1"),
+    ("data.augment=maybe", "data.augment must be true or false"),
+    ("students", "--set takes key=value"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("students: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({"students": {"epochs": "x"}}))
+    with pytest.raises(ConfigError, match="students.epochs"):
+        load_config(wrong)
+
+
+def test_int_is_accepted_where_float_expected():
+    assert load_config(overrides={"students.alpha": 1}).students.alpha == 1.0
+
+
+def test_slice_hash_depends_only_on_its_sections():
+    a, b = load_config(), load_config(overrides=["students.epochs=3"])
+    assert a.slice_hash("data", "teacher") == b.slice_hash("data", "teacher")
+    assert a.slice_hash("students") != b.slice_hash("students")
