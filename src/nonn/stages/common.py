@@ -1,0 +1,76 @@
+"""What several stages share: the dataset, data loaders, and rebuilding models from their checkpoints."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..config import Config
+from ..data import Dataset, Split, load_dataset
+from ..distill.batches import BatchPrep
+from ..distill.nonn_model import NoNN, build_nonn
+from ..models import create_model
+from ..rundir import RunDir, load_checkpoint
+from ..errors import CheckpointError
+
+
+def dataset_for(cfg: Config) -> Dataset:
+    d = cfg.data
+    return load_dataset(d.name, d.dir, limit_train=d.limit_train, val_fraction=d.val_fraction, seed=d.seed)
+
+
+def loader(split: Split, batch_size: int, *, shuffle: bool) -> DataLoader:
+    return DataLoader(TensorDataset(split.x, split.y), batch_size=batch_size, shuffle=shuffle,
+                      drop_last=False, num_workers=0)
+
+
+def batch_prep(ds: Dataset, cfg: Config) -> BatchPrep:
+    return BatchPrep(ds.mean, ds.std, ds.augment if cfg.data.augment else None)
+
+
+def seed_everything(seed: int) -> None:
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+def load_teacher(rd: RunDir) -> tuple[torch.nn.Module, dict]:
+    ckpt = load_checkpoint(rd.teacher, "teacher")
+    model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:
+        raise CheckpointError(f"{rd.teacher} does not match architecture {ckpt['arch']}; delete it and rerun "
+                              f"`nonn teacher {rd.path}`") from None
+    return model.eval(), ckpt
+
+
+def build_students(ckpt: dict) -> NoNN:
+    """An untrained NoNN with the shapes a students checkpoint (or its metadata) describes."""
+    return build_nonn(
+        lambda k: create_model(ckpt["archs"][k], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"]),
+        ckpt["partition_sizes"], ckpt["num_classes"], tuple(ckpt["map_size"]))
+
+
+def load_students(rd: RunDir) -> tuple[NoNN, dict]:
+    ckpt = load_checkpoint(rd.students, "students")
+    net = build_students(ckpt)
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:
+        raise CheckpointError(f"{rd.students} does not match its recorded shapes; delete it and rerun "
+                              f"`nonn students {rd.path}`") from None
+    return net.eval(), ckpt
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: Split, prep: BatchPrep, batch_size: int = 256, **kwargs) -> torch.Tensor:
+    """Predicted labels of a split, in order."""
+    model.eval()
+    preds = []
+    for i in range(0, len(split.y), batch_size):
+        preds.append(model(prep(split.x[i:i + batch_size]), **kwargs).argmax(dim=1))
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def accuracy_on(model, split: Split, prep: BatchPrep, **kwargs) -> float:
+    return float((predict(model, split, prep, **kwargs) == split.y).float().mean())

@@ -1,0 +1,97 @@
+"""Evaluation stage: test accuracy, parameters, MACs and bytes per inference, into metrics.json and a table."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .. import atomic
+from ..rundir import RunDir
+from .common import accuracy_on, batch_prep, dataset_for, load_students, load_teacher
+
+FEATURE_BYTES = 4  # float32 on the wire
+
+
+def inputs_hash(rd: RunDir) -> str:
+    cfg = rd.load_config()
+    return cfg.slice_hash("data", extra={"teacher": rd.input_sha256(rd.teacher), "students": rd.input_sha256(rd.students)})
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def count_macs(module: torch.nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass (torch's flop counter counts 2 flops per MAC)."""
+    module.eval()
+    with FlopCounterMode(display=False) as counter:
+        module(example)
+    return int(counter.get_total_flops()) // 2
+
+
+def run(rd: RunDir) -> dict:
+    cfg = rd.load_config()
+    ds = dataset_for(cfg)
+    prep = batch_prep(ds, cfg)
+    teacher, _ = load_teacher(rd)
+    net, sckpt = load_students(rd)
+    image = torch.zeros(1, *ds.input_shape)
+    k = len(net.students)
+    students = []
+    for node, group in zip(net.students, sckpt["groups"]):
+        students.append({
+            "arch": sckpt["archs"][len(students)],
+            "params": count_params(node),
+            "macs": count_macs(node, image),
+            "filters": len(group),
+            "bytes_sent": len(group) * FEATURE_BYTES,
+        })
+    head_in = torch.zeros(1, sum(sckpt["partition_sizes"]))
+    full_acc = accuracy_on(net, ds.test, prep)
+    missing = []
+    if k > 1:
+        for drop in range(k):
+            keep = torch.ones(k)
+            keep[drop] = 0.0
+            missing.append(accuracy_on(net, ds.test, prep, keep=keep))
+    metrics = {
+        "dataset": cfg.data.name,
+        "k": k,
+        "test_images": len(ds.test.y),
+        "teacher": {
+            "arch": cfg.teacher.arch,
+            "accuracy": accuracy_on(teacher, ds.test, prep),
+            "params": count_params(teacher),
+            "macs": count_macs(teacher, image),
+        },
+        "nonn": {
+            "accuracy": full_acc,
+            "params_total": count_params(net),
+            "head": {"params": count_params(net.head), "macs": count_macs(net.head, head_in)},
+            "students": students,
+            "accuracy_missing_student": missing,
+        },
+        "inputs_hash": inputs_hash(rd),
+    }
+    atomic.write_json(rd.metrics, metrics)
+    return metrics
+
+
+def format_table(m: dict) -> str:
+    """The metrics as a plain-text table."""
+    t = m["teacher"]
+    rows = [("model", "accuracy", "params", "MACs", "filters", "bytes sent")]
+    rows.append((f"teacher {t['arch']}", f"{100 * t['accuracy']:.2f}%", f"{t['params']:,}", f"{t['macs']:,}", "", ""))
+    n = m["nonn"]
+    rows.append((f"NoNN K={m['k']}", f"{100 * n['accuracy']:.2f}%", f"{n['params_total']:,}",
+                 f"{sum(s['macs'] for s in n['students']) + n['head']['macs']:,}", "", ""))
+    for i, s in enumerate(n["students"]):
+        acc = f"{100 * n['accuracy_missing_student'][i]:.2f}% w/o" if n["accuracy_missing_student"] else ""
+        rows.append((f"  student {i} {s['arch']}", acc, f"{s['params']:,}", f"{s['macs']:,}", str(s["filters"]),
+                     str(s["bytes_sent"])))
+    rows.append(("  head (Linear)", "", f"{n['head']['params']:,}", f"{n['head']['macs']:,}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines) + f"\n(test split of {m['dataset']}: {m['test_images']} images)"
