@@ -1,0 +1,154 @@
+"""argparse subcommands `node`, `gateway`, `classify` and `certs`; see register()."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+
+from nonn.edge.errors import EdgeError, GatewayError
+
+
+def _user_errors(handler):
+    """Print EdgeError as one line and exit 2; a gateway's remote failure exits 1."""
+
+    @functools.wraps(handler)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except GatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2 if exc.code == "INVALID_ARGUMENT" else 1
+        except EdgeError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+    return wrapper
+
+
+def _tls(args: argparse.Namespace):
+    from nonn.edge.tls import TLSFiles
+
+    return TLSFiles(args.tls_cert, args.tls_key, args.tls_ca)
+
+
+@_user_errors
+def node_command(args: argparse.Namespace) -> int:
+    from nonn.edge.node import run_node
+
+    return run_node(args.model, args.listen, tls=_tls(args), insecure=args.insecure,
+                    max_message_bytes=args.max_message_bytes, intra_op_threads=args.threads,
+                    delay_ms=args.delay_ms)
+
+
+@_user_errors
+def gateway_command(args: argparse.Namespace) -> int:
+    from nonn.edge.gateway import run_gateway
+
+    return run_gateway(args.manifest, args.nodes, args.listen, deadline_s=args.deadline_ms / 1000.0,
+                       degraded=args.degraded, tls=_tls(args), insecure=args.insecure, nodes_ca=args.nodes_ca,
+                       max_message_bytes=args.max_message_bytes, intra_op_threads=args.threads)
+
+
+@_user_errors
+def classify_command(args: argparse.Namespace) -> int:
+    from nonn.edge.client import classify
+
+    result = classify(args.gateway, args.file, tls=_tls(args), insecure=args.insecure,
+                      timeout_s=args.timeout_s, layout=args.layout)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    p = result["probabilities"][result["label"]]
+    print(f"label {result['label']} ({result['class_name']}) p={p:.3f}")
+    for n in result["nodes"]:
+        state = f"MISSING {n['error']}" if n["missing"] else (
+            f"compute {n['compute_ms']:.2f} ms, round trip {n['round_trip_ms']:.2f} ms")
+        print(f"  node {n['index']} {n['address']}: {state}")
+    print(f"  gateway {result['gateway_ms']:.2f} ms, client {result['client_ms']:.2f} ms, "
+          f"{result['bytes_sent']} bytes sent, {result['bytes_received']} received")
+    if result["degraded"]:
+        print(f"  DEGRADED: zero-filled features of {', '.join(result['missing_nodes'])}")
+    return 0
+
+
+@_user_errors
+def certs_command(args: argparse.Namespace) -> int:
+    from nonn.edge.certs import make_certs
+
+    written = make_certs(args.dir, args.nodes, hosts=args.host, days=args.days, overwrite=args.force)
+    print(f"wrote {len(written)} files to {args.dir}: {', '.join(sorted(written))}")
+    return 0
+
+
+def _add_tls(parser: argparse.ArgumentParser, client: bool = False) -> None:
+    group = parser.add_argument_group("security (TLS is required unless --insecure)")
+    if client:
+        group.add_argument("--tls-ca", metavar="PEM", help="CA that signed the gateway's certificate")
+        group.add_argument("--tls-cert", metavar="PEM", help="client certificate, for mutual TLS")
+        group.add_argument("--tls-key", metavar="PEM", help="client key, for mutual TLS")
+    else:
+        group.add_argument("--tls-cert", metavar="PEM", help="this server's certificate")
+        group.add_argument("--tls-key", metavar="PEM", help="this server's private key")
+        group.add_argument("--tls-ca", metavar="PEM",
+                           help="require client certificates signed by this CA (mutual TLS)")
+    group.add_argument("--insecure", action="store_true", help="plaintext; only on a trusted network")
+
+
+def _add_server(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--listen", default=f"127.0.0.1:{port}", metavar="HOST:PORT",
+                        help="address to bind; 0.0.0.0:PORT to accept other machines, port 0 for any "
+                             "(default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: 1)")
+    parser.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
+                        help="largest message accepted (default: 16 MiB)")
+
+
+def register(subparsers) -> None:
+    """Add node, gateway, classify and certs to an argparse subparsers object."""
+    node = subparsers.add_parser("node", help="serve one student model to the gateway",
+                                 description="Serve one student ONNX model over gRPC (nonn.v1.Student).")
+    node.add_argument("--model", required=True, metavar="ONNX", help="student_<k>.onnx")
+    _add_server(node, 50051)
+    node.add_argument("--delay-ms", type=float, default=0.0, metavar="MS",
+                      help="emulated link delay, applied to each request and each reply (default: 0)")
+    _add_tls(node)
+    node.set_defaults(func=node_command)
+
+    gateway = subparsers.add_parser("gateway", help="serve classification by fanning out to the nodes",
+                                    description="Send each image to all nodes at once, run the head, answer.")
+    gateway.add_argument("--manifest", required=True, metavar="JSON", help="onnx/manifest.json")
+    gateway.add_argument("--nodes", required=True, metavar="HOST:PORT,...",
+                         help="one address per student, in partition order")
+    _add_server(gateway, 50050)
+    gateway.add_argument("--deadline-ms", type=float, default=1000.0, metavar="MS",
+                         help="time allowed for all nodes to answer (default: 1000)")
+    gateway.add_argument("--degraded", action="store_true",
+                         help="zero-fill the features of a missing node instead of failing")
+    _add_tls(gateway)
+    gateway.add_argument("--nodes-ca", metavar="PEM", help="CA to verify the nodes with (default: --tls-ca)")
+    gateway.set_defaults(func=gateway_command)
+
+    classify = subparsers.add_parser("classify", help="classify an image through a gateway",
+                                     description="Send one image (.npy, .png, .jpg) to a gateway.")
+    classify.add_argument("file", metavar="FILE", help="image: .npy, .png, .jpg or .jpeg")
+    classify.add_argument("--gateway", required=True, metavar="HOST:PORT")
+    classify.add_argument("--json", action="store_true", help="print the whole prediction as JSON")
+    classify.add_argument("--timeout-s", type=float, default=5.0, metavar="S", help="default: 5")
+    classify.add_argument("--layout", choices=("HWC", "CHW", "HW"), default=None,
+                          help="pixel layout of a .npy file when its shape is ambiguous")
+    _add_tls(classify, client=True)
+    classify.set_defaults(func=classify_command)
+
+    certs = subparsers.add_parser("certs", help="make a private CA and certificates for nodes and gateway",
+                                  description="Write ca, node_<i>, gateway and client .pem/.key files.")
+    certs.add_argument("dir", metavar="DIR")
+    certs.add_argument("--nodes", type=int, required=True, metavar="N", help="number of node certificates")
+    certs.add_argument("--host", action="append", default=[], metavar="NAME",
+                       help="extra hostname or IP the certificates are valid for (repeatable)")
+    certs.add_argument("--days", type=int, default=825, help="validity (default: 825)")
+    certs.add_argument("--force", action="store_true", help="replace an existing CA in DIR")
+    certs.set_defaults(func=certs_command)

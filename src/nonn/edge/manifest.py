@@ -1,0 +1,110 @@
+"""The export manifest (onnx/manifest.json): shapes, normalisation, classes, files, SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonn.edge.errors import EdgeError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Student:
+    file: Path
+    sha256: str
+    input: str
+    output: str
+    features: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    input_shape: tuple[int, int, int]  # C, H, W
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+    partition_sizes: tuple[int, ...]
+    students: tuple[Student, ...]
+    head_file: Path
+    head_sha256: str
+    head_input: str
+    head_output: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str, manifest: Path) -> None:
+    if not path.is_file():
+        raise EdgeError(f"{path} named in {manifest} is missing; copy the whole onnx/ directory")
+    if sha256_file(path) != str(expected).lower():
+        raise EdgeError(f"{path} does not match its SHA-256 in {manifest}; "
+                        "copy it again or re-export with `nonn export`")
+
+
+def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
+    """Parse and validate manifest.json; with `verify`, check every file's SHA-256."""
+    path = Path(path)
+    fix = "re-export with `nonn export`"
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise EdgeError(f"cannot read manifest {path}: {exc.strerror}; "
+                        "pass the manifest.json written by `nonn export`") from None
+    except json.JSONDecodeError as exc:
+        raise EdgeError(f"manifest {path} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+        raise EdgeError(f"manifest {path} has format {fmt!r}, this runtime reads format {FORMAT}; {fix}")
+    try:
+        spec = raw["input"]
+        shape = tuple(int(d) for d in spec["shape"])
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"input shape {list(shape)} is not [C, H, W]")
+        if spec.get("dtype", "float32") != "float32" or spec.get("layout", "NCHW") != "NCHW":
+            raise ValueError("input must be float32 NCHW")
+        norm = raw["normalization"]
+        scale = float(norm["scale"])
+        mean = tuple(float(v) for v in norm["mean"])
+        std = tuple(float(v) for v in norm["std"])
+        if len(mean) != shape[0] or len(std) != shape[0] or min(std) <= 0 or scale <= 0:
+            raise ValueError("normalization needs one mean and one positive std per channel and a positive scale")
+        classes = tuple(str(c) for c in raw["classes"])
+        sizes = tuple(int(n) for n in raw["partition_sizes"])
+        root = path.parent
+        students = tuple(
+            Student(root / s["file"], str(s["sha256"]), str(s["input"]), str(s["output"]), int(s["features"]))
+            for s in raw["students"]
+        )
+        if not students or len(students) != len(sizes):
+            raise ValueError("students and partition_sizes must list the same, non-zero number of entries")
+        for k, (student, size) in enumerate(zip(students, sizes)):
+            if student.features != size or size < 1:
+                raise ValueError(f"student {k} has {student.features} features but partition_sizes says {size}")
+        if len(classes) < 1:
+            raise ValueError("classes is empty")
+        head = raw["head"]
+        manifest = Manifest(
+            path=path, input_shape=shape, scale=scale, mean=mean, std=std, classes=classes,
+            partition_sizes=sizes, students=students, head_file=root / head["file"],
+            head_sha256=str(head["sha256"]), head_input=str(head["input"]), head_output=str(head["output"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise EdgeError(f"manifest {path} is invalid: {what}; {fix}") from None
+    if verify:
+        for student in manifest.students:
+            _verify(student.file, student.sha256, path)
+        _verify(manifest.head_file, manifest.head_sha256, path)
+    return manifest

@@ -1,0 +1,155 @@
+"""A node: one student network behind `nonn.v1.Student/Features`, on ONNX Runtime's CPU."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from nonn.edge import nonn_pb2_grpc as pb_grpc
+from nonn.edge import serving
+from nonn.edge.errors import EdgeError, TensorError
+from nonn.edge.tensors import from_tensor, to_tensor
+from nonn.edge.tls import server_credentials
+
+COMPUTE_TIME_KEY = "nonn-compute-us"  # trailing metadata: model time in microseconds
+SERVICE_NAME = "nonn.v1.Student"
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int64)": "int64",
+}
+
+
+def load_session(path: str | Path, intra_op_threads: int = 1) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session, or EdgeError when the file is missing or not a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeError(f"model {path} does not exist; pass the .onnx file written by `nonn export`")
+    if intra_op_threads < 1:
+        raise EdgeError(f"--threads must be at least 1, got {intra_op_threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 (ORT raises its own unrelated exception types)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeError(f"cannot load ONNX model {path}: {first}; re-export it with `nonn export`") from None
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "N" for d in shape) + "]"
+
+
+class StudentServicer(pb_grpc.StudentServicer):
+    """Validates the request against the model input, runs the model, reports compute time."""
+
+    def __init__(self, session: ort.InferenceSession, delay_ms: float = 0.0):
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise EdgeError("a student model must have exactly one input and one output; re-export it")
+        self.session = session
+        self.input_name = inputs[0].name
+        self.output_names = [outputs[0].name]
+        self.input_shape = list(inputs[0].shape)
+        self.input_dtype = ORT_DTYPES.get(inputs[0].type)
+        if self.input_dtype is None:
+            raise EdgeError(f"model input type {inputs[0].type} is not supported; export it with float32 input")
+        self.delay_s = max(0.0, float(delay_ms)) / 1000.0
+        self._expected = f"a {self.input_dtype} tensor of shape {_shape_text(self.input_shape)}"
+
+    def _check(self, array: np.ndarray) -> None:
+        fits = array.ndim == len(self.input_shape) and all(
+            not isinstance(want, int) or want == got for want, got in zip(self.input_shape, array.shape)
+        )
+        if not fits or array.dtype.name != self.input_dtype:
+            raise TensorError(f"expected {self._expected}, got {array.dtype.name} {list(array.shape)}")
+
+    def _delay(self, context: grpc.ServicerContext) -> None:
+        """Hold the message for the emulated propagation delay. A message that would arrive
+        after the caller's deadline is dropped there instead of holding a worker longer."""
+        if self.delay_s:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= self.delay_s:
+                time.sleep(max(0.0, remaining))
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the emulated link delay exceeds the deadline")
+            time.sleep(self.delay_s)
+
+    def Features(self, request, context):
+        self._delay(context)
+        try:
+            array = from_tensor(request, allowed=(self.input_dtype,))
+            self._check(array)
+        except TensorError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        start = time.perf_counter_ns()
+        try:
+            (features,) = self.session.run(self.output_names, {self.input_name: array})
+        except Exception as exc:  # noqa: BLE001 (report a model failure to the caller, keep serving)
+            context.abort(grpc.StatusCode.INTERNAL, f"model failed: {str(exc).strip().splitlines()[0]}")
+        elapsed_us = (time.perf_counter_ns() - start) // 1000
+        context.set_trailing_metadata(((COMPUTE_TIME_KEY, str(elapsed_us)),))
+        reply = to_tensor(features)
+        self._delay(context)
+        return reply
+
+
+def serve_node(
+    model_path: str | Path,
+    listen: str = "127.0.0.1:0",
+    *,
+    tls=None,
+    insecure: bool = False,
+    max_message_bytes: int = serving.DEFAULT_MAX_MESSAGE_BYTES,
+    intra_op_threads: int = 1,
+    delay_ms: float = 0.0,
+    workers: int = 4,
+) -> tuple[grpc.Server, int]:
+    """Start serving one student and return (server, bound port); stop it with server.stop(grace).
+
+    `tls` is (cert, key, ca or None) or a TLSFiles; a CA makes clients present a certificate
+    it signed (mutual TLS). Plaintext needs insecure=True. `delay_ms` emulates a slow link:
+    each message, request and reply, is held that long, so a call gains 2 x delay_ms.
+    """
+    server, port, _mode, _health = _start(model_path, listen, tls, insecure, max_message_bytes,
+                                          intra_op_threads, delay_ms, workers)
+    return server, port
+
+
+def _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_threads, delay_ms, workers):
+    server_credentials(tls, insecure)  # refuse plaintext before paying for the model load
+    servicer = StudentServicer(load_session(model_path, intra_op_threads), delay_ms)
+    return serving.start_server(
+        lambda server: pb_grpc.add_StudentServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+        listen,
+        tls,
+        insecure,
+        max_message_bytes=max_message_bytes,
+        workers=workers,
+    )
+
+
+def run_node(
+    model_path: str | Path,
+    listen: str = "127.0.0.1:0",
+    *,
+    tls=None,
+    insecure: bool = False,
+    max_message_bytes: int = serving.DEFAULT_MAX_MESSAGE_BYTES,
+    intra_op_threads: int = 1,
+    delay_ms: float = 0.0,
+    workers: int = 4,
+) -> int:
+    """Serve one student until SIGTERM/SIGINT; prints one line naming the bound address."""
+    server, port, mode, health = _start(model_path, listen, tls, insecure, max_message_bytes,
+                                        intra_op_threads, delay_ms, workers)
+    banner = f"nonn node serving {Path(model_path).name} on {serving.bound_address(listen, port)} ({mode})"
+    return serving.serve_until_signal(server, health, banner)

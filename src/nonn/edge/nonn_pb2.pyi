@@ -1,0 +1,75 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("shape", "dtype", "data")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    data: bytes
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("shape", "dtype", "data", "layout")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    data: bytes
+    layout: str
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., data: _Optional[bytes] = ..., layout: _Optional[str] = ...) -> None: ...
+
+class NodeTiming(_message.Message):
+    __slots__ = ("index", "address", "compute_ms", "round_trip_ms", "bytes_sent", "bytes_received", "missing", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIP_MS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    address: str
+    compute_ms: float
+    round_trip_ms: float
+    bytes_sent: int
+    bytes_received: int
+    missing: bool
+    error: str
+    def __init__(self, index: _Optional[int] = ..., address: _Optional[str] = ..., compute_ms: _Optional[float] = ..., round_trip_ms: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., missing: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("label", "class_name", "probabilities", "logits", "nodes", "bytes_sent", "bytes_received", "degraded", "missing_nodes", "gateway_ms", "head_ms")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_NODES_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_MS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_MS_FIELD_NUMBER: _ClassVar[int]
+    label: int
+    class_name: str
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    logits: _containers.RepeatedScalarFieldContainer[float]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeTiming]
+    bytes_sent: int
+    bytes_received: int
+    degraded: bool
+    missing_nodes: _containers.RepeatedScalarFieldContainer[str]
+    gateway_ms: float
+    head_ms: float
+    def __init__(self, label: _Optional[int] = ..., class_name: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., logits: _Optional[_Iterable[float]] = ..., nodes: _Optional[_Iterable[_Union[NodeTiming, _Mapping]]] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., degraded: _Optional[bool] = ..., missing_nodes: _Optional[_Iterable[str]] = ..., gateway_ms: _Optional[float] = ..., head_ms: _Optional[float] = ...) -> None: ...
