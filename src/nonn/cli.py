@@ -57,6 +57,17 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from pathlib import Path
+    from .export import export_run
+    from .rundir import RunDir
+    rd = RunDir(Path(args.run_dir))
+    rd.load_config()
+    export_run(rd, check=not args.no_check)
+    print(f"wrote {rd.path / 'onnx' / 'manifest.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonn", description="Compress a CNN into a Network of Neural Networks (NoNN).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("run_dir", metavar="RUN_DIR")
         s.add_argument("--force", action="store_true", help="rerun even when up to date")
         s.set_defaults(func=cmd_stage)
+
+    e = sub.add_parser("export", help="export the students and head to ONNX with a manifest (parity-checked)")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
+    e.set_defaults(func=cmd_export)
 
     try:
         from .edge.commands import register

@@ -1,0 +1,114 @@
+"""Export the K students (image -> pooled n_k vector) and the head (features -> logits) to ONNX, with a manifest.
+
+The manifest is what the edge runtime reads: input shape and dtype, normalisation, partition sizes in
+order, class names, and the SHA-256 of every file. A parity check runs ONNX Runtime against PyTorch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import atomic
+from .errors import NonnError
+from .rundir import RunDir, file_sha256
+from .stages.common import batch_prep, dataset_for, load_students
+
+MANIFEST_FORMAT = 1
+PARITY_ATOL = 1e-4
+
+
+class ExportError(NonnError):
+    """The exported graphs disagree with PyTorch."""
+
+
+def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str) -> bytes:
+    """One module to ONNX with the dynamo exporter and a dynamic batch dimension."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    module = module.eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), input_names=[input_name], output_names=[output_name],
+                                    dynamic_shapes=({0: batch},), dynamo=True, verbose=False, optimize=True)
+    buf = io.BytesIO()
+    program.save(buf)
+    return buf.getvalue()
+
+
+class _Head(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+
+def export_run(rd: RunDir, *, check: bool = True, log=print) -> dict:
+    """Write onnx/student_<k>.onnx, onnx/head.onnx and onnx/manifest.json; return the manifest."""
+    cfg = rd.load_config()
+    ds = dataset_for(cfg)
+    net, ckpt = load_students(rd)
+    out = rd.path / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, *ds.input_shape)
+    students = []
+    for k, node in enumerate(net.students):
+        path = out / f"student_{k}.onnx"
+        atomic.write_bytes(path, _onnx_bytes(node, example, "image", "features"))
+        students.append({"file": path.name, "sha256": file_sha256(path), "input": "image", "output": "features",
+                         "features": node.num_filters, "arch": ckpt["archs"][k]})
+        log(f"[export] {path} ({path.stat().st_size / 1e3:.1f} kB)")
+    head_path = out / "head.onnx"
+    atomic.write_bytes(head_path, _onnx_bytes(_Head(net.head), torch.zeros(2, sum(ckpt["partition_sizes"])),
+                                              "features", "logits"))
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "input": {"shape": list(ds.input_shape), "dtype": "float32", "layout": "NCHW", "name": "image"},
+        "normalization": {"scale": 255.0, "mean": list(ds.mean), "std": list(ds.std)},
+        "classes": list(ds.classes),
+        "partition_sizes": list(ckpt["partition_sizes"]),
+        "students": students,
+        "head": {"file": head_path.name, "sha256": file_sha256(head_path), "input": "features", "output": "logits"},
+        "source": {"run": str(rd.path), "students_sha256": file_sha256(rd.students)},
+    }
+    if check:
+        manifest["parity"] = parity_check(rd, manifest)
+        log(f"[export] parity on {manifest['parity']['images']} test images: max |diff| "
+            f"{manifest['parity']['max_abs_diff']:.2e}, labels identical")
+    atomic.write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+@torch.no_grad()
+def parity_check(rd: RunDir, manifest: dict, *, batch_size: int = 256) -> dict:
+    """ONNX Runtime vs PyTorch on the whole test split: logits within PARITY_ATOL and identical labels."""
+    import onnxruntime as ort
+    cfg = rd.load_config()
+    ds = dataset_for(cfg)
+    prep = batch_prep(ds, cfg)
+    net, _ = load_students(rd)
+    out = rd.path / "onnx"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(out / s["file"]), opts, providers=["CPUExecutionProvider"])
+                for s in manifest["students"]]
+    head = ort.InferenceSession(str(out / manifest["head"]["file"]), opts, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i in range(0, len(ds.test.y), batch_size):
+        x = prep(ds.test.x[i:i + batch_size])
+        ref = net(x).numpy()
+        feats = [s.run(None, {"image": x.numpy()})[0] for s in sessions]
+        logits = head.run(None, {"features": np.concatenate(feats, axis=1)})[0]
+        worst = max(worst, float(np.abs(logits - ref).max()))
+        if worst > PARITY_ATOL or not np.array_equal(logits.argmax(1), ref.argmax(1)):
+            raise ExportError(f"ONNX Runtime disagrees with PyTorch (max |diff| {worst:.2e} > {PARITY_ATOL}); "
+                              f"report this with the run's config.yaml")
+    return {"images": int(len(ds.test.y)), "max_abs_diff": worst, "atol": PARITY_ATOL}
