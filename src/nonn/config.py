@@ -68,7 +68,7 @@ class StudentsConfig:
         """beta's default depends on the form: the spatial sum and the pooled vector differ in scale."""
         if self.beta is not None:
             return self.beta
-        return 100.0 if self.at_form == "spatial" else 1e4
+        return 10.0 if self.at_form == "spatial" else 1e4
 
 
 @dataclass

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -11,6 +14,8 @@ from .config import Config
 from .rundir import RunDir
 
 STAGES = ("teacher", "partition", "students", "evaluate")
+TRAINING_STAGES = ("teacher", "students")
+_IN_STAGE_PROCESS = "NONN_STAGE_PROCESS"
 _ARTIFACT = {"teacher": "teacher", "partition": "partition", "students": "students", "evaluate": "metrics"}
 
 
@@ -31,9 +36,32 @@ def run_stage(rd: RunDir, name: str, *, force: bool = False, log: Callable[[str]
         return False
     log(f"[{name}] running ...")
     start = time.perf_counter()
-    stage.run(rd)
+    if name in TRAINING_STAGES and may_launch_processes(rd.load_config()) and _IN_STAGE_PROCESS not in os.environ:
+        _run_in_own_process(rd, name)
+    else:
+        stage.run(rd)
     log(f"[{name}] wrote {artifact} in {time.perf_counter() - start:.1f} s")
     return True
+
+
+def may_launch_processes(cfg: Config) -> bool:
+    """Whether Lightning may start worker processes (DDP and friends) for this trainer configuration."""
+    t = cfg.trainer
+    return t.strategy != "auto" or t.num_nodes != 1 or str(t.devices) not in ("1", "auto")
+
+
+def _run_in_own_process(rd: RunDir, name: str) -> None:
+    """Lightning's DDP launcher re-runs the current command once per extra rank, and only once per process.
+
+    So each distributed training stage gets a process of its own, `nonn <stage> RUN_DIR --force`, whose
+    workers exit after fit while rank 0 writes the artifact.
+    """
+    cmd = [sys.executable, "-m", "nonn.cli", name, str(rd.path), "--force"]
+    proc = subprocess.run(cmd, env={**os.environ, _IN_STAGE_PROCESS: "1"})
+    if proc.returncode == 2:
+        raise SystemExit(2)  # the stage already printed its one-line error
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {name} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
 def run_all(rd: RunDir, *, force: bool = False, log: Callable[[str], None] = print) -> dict:

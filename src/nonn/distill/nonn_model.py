@@ -14,6 +14,8 @@ class StudentNode(nn.Module):
         super().__init__()
         if not hasattr(backbone, "forward_features") or not hasattr(backbone, "num_features"):
             raise TypeError("a student backbone needs forward_features() and num_features")
+        if hasattr(backbone, "remove_classifier"):
+            backbone.remove_classifier()  # unused here; DDP also rejects parameters without gradients
         self.backbone = backbone
         self.map_size = tuple(map_size)
         self.bridge = nn.Sequential(

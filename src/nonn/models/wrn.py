@@ -75,6 +75,10 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    def remove_classifier(self) -> None:
+        """Drop the fc layer, for use as a feature extractor (a NoNN student has its own head)."""
+        self.fc = nn.Identity()
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final feature map, N x num_features x H/4 x W/4."""
         x = self.stem(x)

@@ -64,6 +64,7 @@ def run(rd: RunDir) -> None:
         "state_dict": net.state_dict(),
         "val_acc": accuracy_on(net, ds.val, prep),
         "best_epoch": best.best_epoch,
+        "world_size": trainer.world_size,
         "at_form": sc.at_form,
         "beta": sc.resolved_beta(),
         "inputs_hash": inputs_hash(rd),

@@ -51,7 +51,7 @@ def run(rd: RunDir) -> None:
     prep = batch_prep(ds, cfg)
     if tc.weights:
         _load_user_weights(model, tc.weights)
-        source, best_epoch = "loaded", None
+        source, best_epoch, world_size = "loaded", None, 1
     else:
         best = BestState()
         module = ClassifierModule(model, prep, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
@@ -62,7 +62,7 @@ def run(rd: RunDir) -> None:
             if trainer.global_rank != 0:
                 sys.exit(0)  # DDP workers end here; rank 0 writes the artifact and goes on
             model.load_state_dict(best.state_dict)
-        source, best_epoch = "trained", best.best_epoch
+        source, best_epoch, world_size = "trained", best.best_epoch, trainer.world_size
     model = model.cpu().eval()
     save_checkpoint(rd.teacher, {
         "state_dict": model.state_dict(),
@@ -75,5 +75,6 @@ def run(rd: RunDir) -> None:
         "val_acc": accuracy_on(model, ds.val, prep),
         "best_epoch": best_epoch,
         "source": source,
+        "world_size": world_size,
         "inputs_hash": inputs_hash(rd),
     })
