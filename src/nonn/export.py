@@ -51,39 +51,49 @@ class _Head(nn.Module):
         return self.linear(features)
 
 
-def export_run(rd: RunDir, *, check: bool = True, log=print) -> dict:
-    """Write onnx/student_<k>.onnx, onnx/head.onnx and onnx/manifest.json; return the manifest."""
-    cfg = rd.load_config()
-    ds = dataset_for(cfg)
-    net, ckpt = load_students(rd)
-    out = rd.path / "onnx"
+def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=print, source=None) -> dict:
+    """Write student_<k>.onnx, head.onnx and manifest.json for a NoNN into ``out``; return the manifest."""
     out.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, *ds.input_shape)
+    net = net.eval()
+    example = torch.zeros(2, *input_shape)
     students = []
     for k, node in enumerate(net.students):
         path = out / f"student_{k}.onnx"
         atomic.write_bytes(path, _onnx_bytes(node, example, "image", "features"))
         students.append({"file": path.name, "sha256": file_sha256(path), "input": "image", "output": "features",
-                         "features": node.num_filters, "arch": ckpt["archs"][k]})
+                         "features": node.num_filters, "arch": archs[k]})
         log(f"[export] {path} ({path.stat().st_size / 1e3:.1f} kB)")
     head_path = out / "head.onnx"
-    atomic.write_bytes(head_path, _onnx_bytes(_Head(net.head), torch.zeros(2, sum(ckpt["partition_sizes"])),
+    atomic.write_bytes(head_path, _onnx_bytes(_Head(net.head), torch.zeros(2, sum(net.partition_sizes)),
                                               "features", "logits"))
     manifest = {
         "format": MANIFEST_FORMAT,
-        "input": {"shape": list(ds.input_shape), "dtype": "float32", "layout": "NCHW", "name": "image"},
-        "normalization": {"scale": 255.0, "mean": list(ds.mean), "std": list(ds.std)},
-        "classes": list(ds.classes),
-        "partition_sizes": list(ckpt["partition_sizes"]),
+        "input": {"shape": list(input_shape), "dtype": "float32", "layout": "NCHW", "name": "image"},
+        "normalization": {"scale": 255.0, "mean": list(mean), "std": list(std)},
+        "classes": list(classes),
+        "partition_sizes": list(net.partition_sizes),
         "students": students,
         "head": {"file": head_path.name, "sha256": file_sha256(head_path), "input": "features", "output": "logits"},
-        "source": {"run": str(rd.path), "students_sha256": file_sha256(rd.students)},
+        "source": source or {},
     }
+    atomic.write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def export_run(rd: RunDir, *, check: bool = True, log=print) -> dict:
+    """Export a run's students into RUN_DIR/onnx, parity-checked on the test split; return the manifest."""
+    cfg = rd.load_config()
+    ds = dataset_for(cfg)
+    net, ckpt = load_students(rd)
+    out = rd.path / "onnx"
+    manifest = export_nonn(net, out, input_shape=ds.input_shape, mean=ds.mean, std=ds.std, classes=ds.classes,
+                           archs=ckpt["archs"], log=log,
+                           source={"run": str(rd.path), "students_sha256": file_sha256(rd.students)})
     if check:
         manifest["parity"] = parity_check(rd, manifest)
         log(f"[export] parity on {manifest['parity']['images']} test images: max |diff| "
             f"{manifest['parity']['max_abs_diff']:.2e}, labels identical")
-    atomic.write_json(out / "manifest.json", manifest)
+        atomic.write_json(out / "manifest.json", manifest)
     return manifest
 
 
