@@ -7,14 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..budget import balanced_sizes
 from ..distill.nonn_model import NoNN, build_nonn
 from ..models import create_model, probe_feature_shape
-
-
-def balanced_sizes(num_filters: int, k: int) -> list[int]:
-    """Split ``num_filters`` into k near-equal parts (the larger parts first)."""
-    base, extra = divmod(num_filters, k)
-    return [base + (1 if i < extra else 0) for i in range(k)]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 from .hooks import FeatureHook, get_module, probe_feature_shape
 from .registry import create_model, family_names, register_family, validate_name
+from .mobilenetv2 import MobileNetV2
 from .wrn import WideResNet
 
-__all__ = ["FeatureHook", "WideResNet", "create_model", "family_names", "get_module", "probe_feature_shape",
+__all__ = ["FeatureHook", "MobileNetV2", "WideResNet", "create_model", "family_names", "get_module", "probe_feature_shape",
            "register_family", "validate_name"]
