@@ -32,12 +32,8 @@ def _print_metrics(rd) -> None:
 
 
 def cmd_run(args) -> int:
-    from .data import dataset_names
-    from .errors import ConfigError
     from .pipeline import init_run, run_all
     cfg = _config_from_args(args)
-    if cfg.data.name not in dataset_names():
-        raise ConfigError(f"unknown dataset '{cfg.data.name}'; choose one of: {', '.join(dataset_names())}")
     rd = init_run(args.out or f"runs/{cfg.data.name}-k{cfg.students.k}", cfg)
     run_all(rd, force=args.force)
     _print_metrics(rd)
@@ -68,6 +64,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_deploy_local(args) -> int:
+    from .deploy.local import deploy_local, format_table
+    result = deploy_local(args.run_dir, insecure=args.insecure, deadline_ms=args.deadline_ms, limit=args.limit,
+                          concurrency=args.concurrency, requests=args.requests,
+                          startup_timeout_s=args.startup_timeout_s)
+    print(format_table(result))
+    print(f"wrote {result['run']}/deploy.json")
+    if not result["accuracy"]["match"]:
+        print("ACCURACY MISMATCH: the deployed NoNN disagrees with the in-process one; see deploy.json",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench_edge(args) -> int:
+    from .bench.edge_bench import bench_edge, format_table
+    result = bench_edge(teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
+                        input_shape=args.input, requests=args.requests, out=args.out, insecure=args.insecure)
+    print(format_table(result))
+    print(f"wrote {result['out']}/bench_edge.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonn", description="Compress a CNN into a Network of Neural Networks (NoNN).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -94,6 +113,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
     e.set_defaults(func=cmd_export)
+
+    d = sub.add_parser("deploy-local", help="serve a run as K node processes + a gateway here and measure it",
+                       description="Start K nodes and a gateway on 127.0.0.1 (mutual TLS), stream the test split "
+                                   "through them, measure accuracy, latency, bytes and memory; write deploy.json.")
+    d.add_argument("run_dir", metavar="RUN_DIR")
+    d.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
+    d.add_argument("--deadline-ms", type=float, default=1000.0, metavar="MS", help="gateway deadline (default: 1000)")
+    d.add_argument("--limit", type=int, metavar="N", help="stream only the first N test images")
+    d.add_argument("--concurrency", default="1,8", metavar="C,C", help="client threads per latency run (default: 1,8)")
+    d.add_argument("--requests", type=int, default=200, metavar="N", help="requests per latency run (default: 200)")
+    d.add_argument("--startup-timeout-s", type=float, default=60.0, metavar="S",
+                   help="how long each process may take to start (default: 60)")
+    d.set_defaults(func=cmd_deploy_local)
+
+    b = sub.add_parser("bench-edge", help="gateway overhead, throughput vs compute bound, node vs teacher memory",
+                       description="Benchmark the edge runtime with UNTRAINED models of the given architectures.")
+    b.add_argument("--teacher-arch", default="wrn-40-4")
+    b.add_argument("--student-arch", default="wrn-16-1")
+    b.add_argument("--k", type=int, default=2, help="number of students (default: 2)")
+    b.add_argument("--input", default="3x32x32", metavar="CxHxW", help="input shape (default: 3x32x32)")
+    b.add_argument("--requests", type=int, default=500, metavar="N", help="requests per concurrency level (default: 500)")
+    b.add_argument("--out", default="runs/bench-edge", metavar="DIR", help="default: runs/bench-edge")
+    b.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
+    b.set_defaults(func=cmd_bench_edge)
 
     try:
         from .edge.commands import register

@@ -20,7 +20,15 @@ _ARTIFACT = {"teacher": "teacher", "partition": "partition", "students": "studen
 
 
 def init_run(out: str | Path, cfg: Config) -> RunDir:
-    """Create (or reuse) a run directory and write the fully resolved configuration into it."""
+    """Create (or reuse) a run directory and write the fully resolved configuration into it.
+
+    Names that can be checked without work (dataset, architectures) are checked first, so a typo writes nothing.
+    """
+    from .data.registry import get_entry
+    from .models import validate_name
+    get_entry(cfg.data.name)
+    validate_name(cfg.teacher.arch)
+    validate_name(cfg.students.arch)
     rd = RunDir(Path(out))
     rd.path.mkdir(parents=True, exist_ok=True)
     rd.save_config(cfg)
