@@ -22,8 +22,20 @@ def _config_from_args(args):
     if args.data_dir is not None:
         overrides["data.dir"] = args.data_dir
     if args.k is not None:
-        overrides["students.k"] = args.k
+        overrides["students.k"] = "auto" if args.k == "auto" else _int_or_error("--k", args.k)
+    if args.device_memory is not None:
+        overrides["budget.memory"] = args.device_memory
+    if args.device_macs is not None:
+        overrides["budget.macs"] = args.device_macs
     return load_config(args.config, overrides)
+
+
+def _int_or_error(flag: str, text: str) -> int:
+    from .errors import ConfigError
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} takes a whole number or 'auto', got {text!r}") from None
 
 
 def _print_metrics(rd) -> None:
@@ -95,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML configuration file")
     r.add_argument("--dataset", help="digits (default), cifar10, cifar100, mnist, fashion-mnist")
     r.add_argument("--data-dir", help="where datasets are cached or already lie")
-    r.add_argument("--k", type=int, help="number of students (devices)")
+    r.add_argument("--k", help="number of students (devices), or 'auto': the smallest K whose students fit")
+    r.add_argument("--device-memory", metavar="SIZE", help="weight memory per device, e.g. 200KB (sets budget.memory)")
+    r.add_argument("--device-macs", metavar="COUNT", help="MACs per inference per device, e.g. 30M (sets budget.macs)")
     r.add_argument("--out", help="run directory (default runs/<dataset>-k<K>)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
     r.add_argument("--force", action="store_true", help="rerun stages even when up to date")

@@ -51,8 +51,9 @@ class PartitionConfig:
 
 @dataclass
 class StudentsConfig:
-    k: int = 2
+    k: Union[int, Literal["auto"]] = 2
     arch: str = "wrn-16-1"
+    family: Literal["wrn", "mbv2"] = "wrn"
     epochs: int = 30
     lr: float = 0.1
     momentum: float = 0.9
@@ -72,6 +73,19 @@ class StudentsConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Per-device limits. When either is set, each student's architecture is chosen from students.family."""
+
+    memory: Optional[str] = None
+    macs: Optional[str] = None
+    dtype_bytes: int = 4
+
+    @property
+    def given(self) -> bool:
+        return self.memory is not None or self.macs is not None
+
+
+@dataclass
 class TrainerConfig:
     accelerator: str = "auto"
     devices: Union[int, str] = 1
@@ -87,6 +101,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +173,10 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
 
 def _check_ranges(cfg: Config) -> None:
     checks = [
-        (cfg.students.k >= 1, "students.k must be at least 1"),
+        (cfg.students.k == "auto" or cfg.students.k >= 1, "students.k must be at least 1 (or auto)"),
+        (cfg.students.k != "auto" or cfg.budget.given,
+         "students.k=auto needs a device budget; pass --device-memory and/or --device-macs"),
+        (cfg.budget.dtype_bytes in (1, 2, 4, 8), "budget.dtype_bytes must be 1, 2, 4 or 8"),
         (cfg.teacher.epochs >= 0, "teacher.epochs must be >= 0"),
         (cfg.students.epochs >= 1, "students.epochs must be >= 1"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),

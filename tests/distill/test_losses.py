@@ -60,3 +60,28 @@ def test_nonn_concatenates_in_partition_order_and_drops_students():
 def test_bridge_resizes_to_teacher_map():
     node = StudentNode(create_model("wrn-10-1", num_classes=2, in_channels=3), 7, (4, 4))
     assert node.feature_map(torch.randn(2, 3, 32, 32)).shape == (2, 7, 4, 4)
+
+
+def test_student_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    students = [StudentNode(create_model("wrn-10-1", num_classes=2, in_channels=1), n, (2, 2)) for n in (3, 5)]
+    net = NoNN(students, num_classes=4, drop_prob=1.0)
+    x = torch.randn(6, 1, 8, 8)
+    net.eval()
+    full = net(x)
+    assert torch.equal(full, net(x))
+    net.drop_prob = 0.0
+    assert torch.equal(full, net(x))  # eval output does not depend on drop_prob
+    # In training (BN frozen so only the dropout differs), one student's features are zeroed every batch.
+    net.drop_prob = 1.0
+    net.train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    with torch.no_grad():
+        pooled = [s(x) for s in net.students]
+        dropped = net(x)
+        options = [net.head(torch.cat([torch.zeros_like(pooled[0]), pooled[1]], 1)),
+                   net.head(torch.cat([pooled[0], torch.zeros_like(pooled[1])], 1))]
+    assert any(torch.allclose(dropped, o, atol=1e-6) for o in options)
+    assert not torch.allclose(dropped, net.head(torch.cat(pooled, 1)), atol=1e-6)

@@ -25,7 +25,7 @@ class TrainingCollapsed(NonnError):
 class DistillModule(L.LightningModule):
     def __init__(self, net: NoNN, teacher: nn.Module, feature_module: str, groups: list[list[int]],
                  prep: BatchPrep, *, alpha: float, temperature: float, beta: float, at_form: str,
-                 drop_prob: float, lr: float, momentum: float, weight_decay: float):
+                 lr: float, momentum: float, weight_decay: float):
         super().__init__()
         self.net, self.prep = net, prep
         self.teacher = frozen_copy(teacher)
@@ -37,7 +37,6 @@ class DistillModule(L.LightningModule):
                              persistent=False)
         self.k = len(groups)
         self.alpha, self.temperature, self.beta, self.at_form = alpha, temperature, beta, at_form
-        self.drop_prob = drop_prob
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self._bridge_max: torch.Tensor | None = None
 
@@ -58,19 +57,11 @@ class DistillModule(L.LightningModule):
             self._hook.remove()
             self._hook = None
 
-    def _keep_mask(self, device) -> torch.Tensor | None:
-        """Student dropout: with probability drop_prob, zero one random student's features for this batch."""
-        if self.drop_prob <= 0 or self.k < 2 or torch.rand(()) >= self.drop_prob:
-            return None
-        keep = torch.ones(self.k, device=device)
-        keep[int(torch.randint(self.k, ()))] = 0.0
-        return keep
-
     def forward(self, x: torch.Tensor, y: torch.Tensor):
         with torch.no_grad():
             t_logits = self.teacher(x)
             t_map = self._hook.output
-        logits, maps = self.net(x, keep=self._keep_mask(x.device), return_maps=True)
+        logits, maps = self.net(x, return_maps=True)
         terms = {
             "ce": (1 - self.alpha) * F.cross_entropy(logits, y),
             "kd": self.alpha * losses.kd_loss(logits, t_logits, self.temperature),

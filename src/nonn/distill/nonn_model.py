@@ -39,11 +39,24 @@ class StudentNode(nn.Module):
 class NoNN(nn.Module):
     """K disjoint students whose pooled outputs, concatenated in partition order, feed one Linear head."""
 
-    def __init__(self, students: list[StudentNode], num_classes: int):
+    def __init__(self, students: list[StudentNode], num_classes: int, *, drop_prob: float = 0.0):
         super().__init__()
         self.students = nn.ModuleList(students)
         self.partition_sizes = [s.num_filters for s in students]
         self.head = nn.Linear(sum(self.partition_sizes), num_classes)
+        self.drop_prob = drop_prob
+
+    def _training_keep(self, device) -> torch.Tensor | None:
+        """Student dropout, in training only: with probability drop_prob, one random student's features are zeroed.
+
+        It teaches the head to cope with a missing node (the gateway's degraded mode).
+        """
+        k = len(self.students)
+        if not self.training or self.drop_prob <= 0 or k < 2 or float(torch.rand(())) >= self.drop_prob:
+            return None
+        keep = torch.ones(k, device=device)
+        keep[int(torch.randint(k, ()))] = 0.0
+        return keep
 
     def forward(self, x: torch.Tensor, *, keep: torch.Tensor | None = None,
                 return_maps: bool = False):
@@ -53,6 +66,8 @@ class NoNN(nn.Module):
         """
         maps = [s.feature_map(x) for s in self.students]
         pooled = [m.mean(dim=(2, 3)) for m in maps]
+        if keep is None:
+            keep = self._training_keep(x.device)
         if keep is not None:
             pooled = [p * keep[i] for i, p in enumerate(pooled)]
         logits = self.head(torch.cat(pooled, dim=1))

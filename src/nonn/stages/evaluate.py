@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import atomic
 from ..rundir import RunDir
+from . import sizing
 from .common import accuracy_on, batch_prep, dataset_for, load_students, load_teacher
 
 FEATURE_BYTES = 4  # float32 on the wire
@@ -14,7 +15,7 @@ FEATURE_BYTES = 4  # float32 on the wire
 
 def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
-    return cfg.slice_hash("data", extra={"teacher": rd.input_sha256(rd.teacher), "students": rd.input_sha256(rd.students)})
+    return cfg.slice_hash("data", "budget", extra={"teacher": rd.input_sha256(rd.teacher), "students": rd.input_sha256(rd.students)})
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -38,15 +39,22 @@ def run(rd: RunDir) -> dict:
     net, sckpt = load_students(rd)
     image = torch.zeros(1, *ds.input_shape)
     k = len(net.students)
+    dtype_bytes = cfg.budget.dtype_bytes
+    budget = sizing.budget_of(cfg)
     students = []
     for node, group in zip(net.students, sckpt["groups"]):
+        params, macs = count_params(node), count_macs(node, image)
         students.append({
             "arch": sckpt["archs"][len(students)],
-            "params": count_params(node),
-            "macs": count_macs(node, image),
+            "params": params,
+            "weight_bytes": params * dtype_bytes,
+            "macs": macs,
             "filters": len(group),
             "bytes_sent": len(group) * FEATURE_BYTES,
         })
+        if budget is not None:
+            students[-1]["fits_budget"] = ((budget.memory_bytes is None or params * dtype_bytes <= budget.memory_bytes)
+                                           and (budget.macs is None or macs <= budget.macs))
     head_in = torch.zeros(1, sum(sckpt["partition_sizes"]))
     full_acc = accuracy_on(net, ds.test, prep)
     missing = []
@@ -63,6 +71,7 @@ def run(rd: RunDir) -> dict:
             "arch": cfg.teacher.arch,
             "accuracy": accuracy_on(teacher, ds.test, prep),
             "params": count_params(teacher),
+            "weight_bytes": count_params(teacher) * dtype_bytes,
             "macs": count_macs(teacher, image),
         },
         "nonn": {
@@ -72,6 +81,9 @@ def run(rd: RunDir) -> dict:
             "students": students,
             "accuracy_missing_student": missing,
         },
+        "budget": None if budget is None else {"memory_bytes": budget.memory_bytes, "macs": budget.macs,
+                                               "dtype_bytes": dtype_bytes,
+                                               "teacher_weight_bytes": count_params(teacher) * dtype_bytes},
         "inputs_hash": inputs_hash(rd),
     }
     atomic.write_json(rd.metrics, metrics)

@@ -10,12 +10,15 @@ from ..errors import PartitionError
 from ..models import FeatureHook
 from ..partition import FilterGraphAccumulator, partition_filters, plot_partition, random_partition, save_filter_graph
 from ..rundir import RunDir
+from . import sizing
 from .common import batch_prep, dataset_for, load_teacher
 
 
 def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
-    return cfg.slice_hash("data", "partition", extra={"k": cfg.students.k, "teacher": rd.input_sha256(rd.teacher)})
+    return cfg.slice_hash("data", "partition", "budget",
+                          extra={"k": cfg.students.k, "family": cfg.students.family,
+                                 "teacher": rd.input_sha256(rd.teacher)})
 
 
 @torch.no_grad()
@@ -33,12 +36,23 @@ def filter_graph(teacher, feature_module: str, split, prep, rule: str, top_k: in
     return acc.result(), acc.images
 
 
-def run(rd: RunDir) -> None:
+def _group(W, num_filters: int, k: int, pc, max_imbalance: float):
+    if pc.rule == "random":
+        return random_partition(num_filters, k, seed=pc.seed, W=W)
+    return partition_filters(W, k, seed=pc.seed, resolution=pc.resolution,
+                             threshold_percentile=pc.threshold_percentile, max_imbalance=max_imbalance)
+
+
+def run(rd: RunDir, log=print) -> None:
     cfg = rd.load_config()
-    pc, k = cfg.partition, cfg.students.k
+    pc = cfg.partition
     ds = dataset_for(cfg)
     teacher, ckpt = load_teacher(rd)
     num_filters = ckpt["feature_shape"][0]
+    shape = dict(in_shape=tuple(ds.input_shape), num_classes=ds.num_classes, map_size=tuple(ckpt["feature_shape"][1:]))
+    k = sizing.resolve_k(cfg, num_filters=num_filters, **shape) if cfg.students.k == "auto" else cfg.students.k
+    if cfg.students.k == "auto":
+        log(f"[partition] K=auto: {k} students fit the budget")
     if k > num_filters:
         raise PartitionError(f"students.k={k} is larger than the teacher's {num_filters} final filters; "
                              f"choose 1 <= k <= {num_filters}")
@@ -46,11 +60,11 @@ def run(rd: RunDir) -> None:
     graph_rule = "ah" if pc.rule == "random" else pc.rule
     W, images = filter_graph(teacher, ckpt["feature_module"], ds.val, batch_prep(ds, cfg), graph_rule, pc.top_k,
                              cfg.data.batch_size, progress=cfg.trainer.progress)
-    if pc.rule == "random":
-        part = random_partition(num_filters, k, seed=pc.seed, W=W)
-    else:
-        part = partition_filters(W, k, seed=pc.seed, resolution=pc.resolution,
-                                 threshold_percentile=pc.threshold_percentile, max_imbalance=pc.max_imbalance)
+    part = _group(W, num_filters, k, pc, pc.max_imbalance)
+    if cfg.budget.given and not sizing.fits(cfg, part.sizes, **shape):
+        # Community-shaped groups may be too uneven for the budget; equal sizes are what the budget was sized for.
+        log(f"[partition] groups of sizes {part.sizes} exceed the budget; regrouping into equal sizes")
+        part = _group(W, num_filters, k, pc, 1.0)
     part.rule = pc.rule
     save_filter_graph(rd.filter_graph, W, rule=graph_rule, top_k=pc.top_k, images=images,
                       teacher_sha256=rd.input_sha256(rd.teacher))

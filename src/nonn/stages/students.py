@@ -10,12 +10,14 @@ from ..distill.training import BestState, build_trainer
 from ..errors import CheckpointError
 from ..models import validate_name
 from ..rundir import RunDir, save_checkpoint
+from ..budget import format_plan
+from . import sizing
 from .common import accuracy_on, batch_prep, build_students, dataset_for, load_teacher, loader, seed_everything
 
 
 def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
-    return cfg.slice_hash("data", "students", extra={"teacher": rd.input_sha256(rd.teacher),
+    return cfg.slice_hash("data", "students", "budget", extra={"teacher": rd.input_sha256(rd.teacher),
                                                      "partition": rd.input_sha256(rd.partition)})
 
 
@@ -29,7 +31,7 @@ def load_groups(rd: RunDir) -> list[list[int]]:
     return [list(map(int, g)) for g in groups]
 
 
-def run(rd: RunDir) -> None:
+def run(rd: RunDir, log=print) -> None:
     cfg = rd.load_config()
     sc = cfg.students
     validate_name(sc.arch)
@@ -37,8 +39,12 @@ def run(rd: RunDir) -> None:
     ds = dataset_for(cfg)
     teacher, tckpt = load_teacher(rd)
     groups = load_groups(rd)
+    plan = sizing.plan(cfg, [len(g) for g in groups], in_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
+                       map_size=tuple(tckpt["feature_shape"][1:]))
+    if cfg.budget.given:
+        log(f"[students] chosen for the budget ({sizing.budget_of(cfg)} per device):\n{format_plan(plan)}")
     meta = {
-        "archs": [sc.arch] * len(groups),
+        "archs": [arch for arch, _ in plan],
         "partition_sizes": [len(g) for g in groups],
         "groups": groups,
         "num_classes": ds.num_classes,
@@ -47,10 +53,11 @@ def run(rd: RunDir) -> None:
         "map_size": list(tckpt["feature_shape"][1:]),
     }
     net = build_students(meta)
+    net.drop_prob = sc.drop_prob
     prep = batch_prep(ds, cfg)
     module = DistillModule(net, teacher, tckpt["feature_module"], groups, prep, alpha=sc.alpha,
                            temperature=sc.temperature, beta=sc.resolved_beta(), at_form=sc.at_form,
-                           drop_prob=sc.drop_prob, lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay)
+                           lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay)
     best = BestState()
     trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.progress)
     trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True),

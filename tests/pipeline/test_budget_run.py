@@ -1,0 +1,40 @@
+"""Students sized from a device budget, through the real pipeline and checked by counting what was saved."""
+
+import json
+
+from nonn.cli import main
+from nonn.rundir import RunDir
+from nonn.stages.common import load_students
+from nonn_test_support import tiny_args
+
+
+def test_auto_k_students_fit_the_memory_budget(tmp_path, capsys):
+    out = tmp_path / "budget"
+    budget = 340_000
+    assert main(["run", "--out", str(out), "--k", "auto", "--device-memory", "340KB",
+                 *tiny_args("teacher.epochs=1", "students.epochs=1")]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen for the budget" in printed
+    net, ckpt = load_students(RunDir(out))
+    for node, arch in zip(net.students, ckpt["archs"]):
+        counted = sum(p.numel() for p in node.parameters()) * 4
+        assert counted <= budget, (arch, counted)
+        assert arch in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["budget"]["memory_bytes"] == budget
+    assert all(s["fits_budget"] for s in m["nonn"]["students"])
+    assert m["k"] == len(net.students) >= 1
+
+
+def test_budget_nothing_can_meet(tmp_path, capsys):
+    out = tmp_path / "tiny-budget"
+    assert main(["run", "--out", str(out), "--k", "2", "--device-memory", "2KB",
+                 *tiny_args("teacher.epochs=1", "students.epochs=1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "raise --device-memory to at least" in err
+    assert not (out / "students.pt").exists()
+
+
+def test_auto_k_needs_a_budget(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "x"), "--k", "auto", *tiny_args()]) == 2
+    assert "needs a device budget" in capsys.readouterr().err
