@@ -99,6 +99,28 @@ def cmd_bench_edge(args) -> int:
     return 0
 
 
+def _int_list(flag: str, text: str, cast=int) -> list:
+    from .errors import ConfigError
+    try:
+        return [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes a comma-separated list of numbers, got {text!r}") from None
+
+
+def cmd_ablate(args) -> int:
+    from pathlib import Path
+    from .ablate import AblationPlan, format_markdown, run_ablation
+    args.k = None
+    args.device_memory = args.device_macs = None
+    cfg = _config_from_args(args)
+    plan = AblationPlan(ks=_int_list("--k", args.ks), percentiles=_int_list("--percentiles", args.percentiles, float),
+                        seeds=_int_list("--seeds", args.seeds), variants=args.variants.split(","))
+    report = run_ablation(cfg, Path(args.out), plan)
+    print(format_markdown(report))
+    print(f"wrote {Path(args.out) / 'ablation.md'} and ablation.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonn", description="Compress a CNN into a Network of Neural Networks (NoNN).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("run_dir", metavar="RUN_DIR")
         s.add_argument("--force", action="store_true", help="rerun even when up to date")
         s.set_defaults(func=cmd_stage)
+
+    a = sub.add_parser("ablate", help="compare partitions, attention transfer and KD over K, thresholds and seeds")
+    a.add_argument("--config", help="YAML configuration file (the base of every variant)")
+    a.add_argument("--dataset", help="dataset name (default digits)")
+    a.add_argument("--data-dir", help="where datasets are cached or already lie")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base config key; repeatable")
+    a.add_argument("--k", dest="ks", default="1,2,4,8", help="values of K (default 1,2,4,8)")
+    a.add_argument("--percentiles", default="90,95,99", help="partition threshold percentiles (default 90,95,99)")
+    a.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
+    a.add_argument("--variants", default="ah,coact,random,no-at,kd", help="which variants (default all)")
+    a.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
+    a.set_defaults(func=cmd_ablate)
 
     e = sub.add_parser("export", help="export the students and head to ONNX with a manifest (parity-checked)")
     e.add_argument("run_dir", metavar="RUN_DIR")

@@ -38,7 +38,10 @@ def filter_graph(teacher, feature_module: str, split, prep, rule: str, top_k: in
 
 def _group(W, num_filters: int, k: int, pc, max_imbalance: float):
     if pc.rule == "random":
-        return random_partition(num_filters, k, seed=pc.seed, W=W)
+        # The control keeps the Activation-Hub grouping's sizes, so only which filters go together differs.
+        ah = partition_filters(W, k, seed=pc.seed, resolution=pc.resolution,
+                               threshold_percentile=pc.threshold_percentile, max_imbalance=max_imbalance)
+        return random_partition(num_filters, k, seed=pc.seed, sizes=ah.sizes, W=W)
     return partition_filters(W, k, seed=pc.seed, resolution=pc.resolution,
                              threshold_percentile=pc.threshold_percentile, max_imbalance=max_imbalance)
 
