@@ -1,0 +1,351 @@
+"""`nonn bench-edge`: the edge runtime's own cost, measured in one run with UNTRAINED models.
+
+Three questions: how much latency the distribution adds (gateway overhead = client-measured
+end-to-end latency minus the slowest node's compute), how close the served throughput comes
+to the compute-bound ceiling of this machine, and how much memory a node process needs next
+to a process that holds the teacher in PyTorch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from ..deploy.cluster import LocalCluster, Security, ensure_certs
+from ..deploy.load import drive, percentiles, summarize
+from ..deploy.local import bytes_per_inference, request_bytes
+from ..deploy.processes import interrupt_on_signals
+from ..deploy.procfs import peak_rss_bytes
+from ..errors import ConfigError
+
+BENCH_FORMAT = 1
+OVERHEAD_TARGET_MS = 1.0
+THROUGHPUT_TARGET = 0.5
+CEILING_WORKERS = 2
+LOAD_CONCURRENCY = (1, 8)
+DISTINCT_IMAGES = 64
+UNTRAINED_NOTE = "UNTRAINED weights: latency, throughput and memory are real; predictions are meaningless"
+
+
+def parse_input(text: str | tuple) -> tuple[int, int, int]:
+    if isinstance(text, tuple):
+        return text
+    try:
+        shape = tuple(int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input must be CxHxW with positive integers, like 3x32x32; got {text!r}")
+    return shape
+
+
+def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path, log) -> dict:
+    """Untrained students and head to out/onnx; the teacher's state_dict to out/teacher_untrained.pt."""
+    from ..bench.synthetic import untrained_models
+    from ..export import export_nonn
+    from ..rundir import save_checkpoint
+
+    models = untrained_models(teacher_arch, student_arch, k, input_shape)
+    channels = input_shape[0]
+    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=(0.5,) * channels,
+                std=(0.25,) * channels, classes=[str(i) for i in range(10)], archs=models.student_archs, log=log,
+                source={"untrained": True, "teacher_arch": teacher_arch, "student_arch": student_arch, "seed": 0})
+    save_checkpoint(out / "teacher_untrained.pt", {"state_dict": models.teacher.state_dict(), "arch": teacher_arch,
+                                                    "num_classes": 10, "in_channels": channels})
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    return {"teacher_params": count(models.teacher), "student_params": [count(s) for s in models.nonn.students],
+            "head_params": count(models.nonn.head), "partition_sizes": list(models.nonn.partition_sizes),
+            "teacher_feature_shape": list(models.feature_shape)}
+
+
+def normalised(images_hwc: np.ndarray) -> np.ndarray:
+    """What the gateway feeds the nodes: [N, 1, C, H, W] float32 with mean 0.5, std 0.25."""
+    x = images_hwc.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return ((x - np.float32(0.5)) / np.float32(0.25))[:, None]
+
+
+def compute_ceiling(student_files: list[Path], inputs: np.ndarray, *, images_per_worker: int,
+                    workers: int = CEILING_WORKERS, warmup: int = 10) -> dict:
+    """Images/s of the K student sessions run directly, batch 1, one intra-op thread each, in
+    `workers` threads (ONNX Runtime releases the GIL), with no gRPC, no gateway, no head."""
+    from nonn.edge.node import load_session
+
+    def sessions():
+        return [load_session(p, 1) for p in student_files]
+
+    per_worker = [sessions() for _ in range(workers)]
+    serial_ms = []
+    for i in range(warmup + 20):  # one worker alone: the compute of one image, all K students in turn
+        start = time.perf_counter()
+        for s in per_worker[0]:
+            s.run(None, {"image": inputs[i % len(inputs)]})
+        if i >= warmup:
+            serial_ms.append((time.perf_counter() - start) * 1000.0)
+    barrier = threading.Barrier(workers + 1)
+
+    def work(w: int) -> None:
+        mine = per_worker[w]
+        for i in range(warmup):
+            for s in mine:
+                s.run(None, {"image": inputs[i % len(inputs)]})
+        barrier.wait()
+        for i in range(images_per_worker):
+            x = inputs[(w + i) % len(inputs)]
+            for s in mine:
+                s.run(None, {"image": x})
+
+    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {
+        "images_per_s": workers * images_per_worker / wall,
+        "workers": workers,
+        "images": workers * images_per_worker,
+        "wall_s": wall,
+        "serial_ms_per_image": percentiles(serial_ms),
+        "method": (f"{len(student_files)} student ONNX sessions per worker, 1 intra-op thread each, batch 1, "
+                   f"{workers} worker threads on {os.cpu_count()} cores, each running every student on its "
+                   "images in turn; no gRPC, no gateway, no head, inputs already normalised"),
+    }
+
+
+def gateway_code_us(manifest: Path, images: np.ndarray, repeats: int = 2000) -> dict:
+    """Microseconds per request of the gateway's own Python work, run in-process without gRPC:
+    preprocessing, serialising the node request, decoding K replies, the head, the Prediction."""
+    from nonn.edge import nonn_pb2 as pb
+    from nonn.edge.client import to_message
+    from nonn.edge.gateway import GatewayServicer
+    from nonn.edge.manifest import load_manifest
+
+    m = load_manifest(manifest)
+    servicer = GatewayServicer(m, ["127.0.0.1:9"] * len(m.students), deadline_s=1.0, degraded=False,
+                               credentials=None, max_message_bytes=1 << 26, intra_op_threads=1)
+    try:
+        request = to_message(images[0], "HWC")
+        features = [np.random.default_rng(k).random((1, n), dtype=np.float32) for k, n in enumerate(m.partition_sizes)]
+        replies = [pb.Tensor(shape=f.shape, dtype="float32", data=f.tobytes()).SerializeToString() for f in features]
+
+        def one() -> bytes:
+            x = servicer.preprocess(request)
+            pb.Tensor(shape=servicer._shape, dtype="float32", data=x.tobytes()).SerializeToString()
+            parts = [servicer._decode(k, raw)[0] for k, raw in enumerate(replies)]
+            (logits,) = servicer.head.run(servicer._head_outputs, {servicer._head_input: np.concatenate(parts, axis=1)})
+            logits = logits[0].astype(np.float64)
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            timings = [pb.NodeTiming(index=k, address=a) for k, a in enumerate(servicer.nodes)]
+            return pb.Prediction(label=int(np.argmax(logits)), probabilities=p.tolist(), logits=logits.tolist(),
+                                 nodes=timings).SerializeToString()
+
+        for _ in range(100):
+            one()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            one()
+        return {"per_request_us": (time.perf_counter() - start) / repeats * 1e6, "repeats": repeats,
+                "what": "preprocess + node request serialisation + K reply decodes + head + Prediction, in-process"}
+    finally:
+        servicer.close()
+
+
+def teacher_rss(checkpoint: Path, input_shape) -> dict:
+    """Peak RSS of a fresh process that loads the teacher in PyTorch and runs one inference."""
+    code = [sys.executable, "-m", "nonn.bench.edge_bench", "teacher-probe", str(checkpoint),
+            "x".join(map(str, input_shape))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p))
+    done = subprocess.run(code, capture_output=True, text=True, timeout=300, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the teacher probe failed: {done.stderr.strip()[-1000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _teacher_probe(checkpoint: str, shape: str) -> None:
+    import torch
+
+    from ..models import create_model
+
+    torch.set_num_threads(1)  # like a node: one intra-op thread
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"]).eval()
+    model.load_state_dict(ckpt["state_dict"])
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(torch.zeros(1, *parse_input(shape)))
+    infer_ms = (time.perf_counter() - start) * 1000.0
+    print(json.dumps({"pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes(), "infer_ms": infer_ms,
+                      "torch": torch.__version__}))
+
+
+def _breakdown(samples) -> dict:
+    """Median of where the end-to-end time goes, per request, in ms."""
+    def slowest(s):
+        return int(np.argmax(s.compute_ms))
+
+    return {
+        "client_to_gateway_and_back": percentiles(s.e2e_ms - s.gateway_ms for s in samples),
+        "gateway_outside_fan_out": percentiles(s.gateway_ms - max(s.round_trip_ms) for s in samples),
+        "head": percentiles(s.head_ms for s in samples),
+        "slowest_node_hop_minus_compute": percentiles(
+            s.round_trip_ms[slowest(s)] - s.compute_ms[slowest(s)] for s in samples),
+        "slowest_node_compute": percentiles(max(s.compute_ms) for s in samples),
+    }
+
+
+def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1", k: int = 2,
+               input_shape="3x32x32", requests: int = 500, out: str | Path = "runs/bench-edge",
+               insecure: bool = False, log=print) -> dict:
+    """Export untrained models, measure the ceiling, serve them as processes, load them; write bench_edge.json."""
+    input_shape = parse_input(input_shape)
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    if requests < 1:
+        raise ConfigError(f"--requests must be at least 1, got {requests}")
+    out = Path(out)
+    load_before = os.getloadavg()
+    log(f"[bench-edge] {UNTRAINED_NOTE}")
+    models = _export(teacher_arch, student_arch, k, input_shape, out, log)
+    manifest = out / "onnx" / "manifest.json"
+    students = [out / "onnx" / s["file"] for s in json.loads(manifest.read_text())["students"]]
+    rng = np.random.default_rng(0)
+    c, h, w = input_shape
+    images = rng.integers(0, 256, size=(DISTINCT_IMAGES, h, w, c), dtype=np.uint8)
+
+    log(f"[bench-edge] compute ceiling: {CEILING_WORKERS} workers x {requests} images")
+    ceiling = compute_ceiling(students, normalised(images), images_per_worker=requests)
+    code = gateway_code_us(manifest, images)
+
+    security = Security(None if insecure else ensure_certs(out / "certs", k))
+    runs, cpu = {}, {}
+    with interrupt_on_signals(), LocalCluster(manifest, security, out / "logs", log=log) as cluster:
+        for conc in LOAD_CONCURRENCY:
+            log(f"[bench-edge] {requests} requests at concurrency {conc}")
+            before = cluster.cpu_seconds()
+            runs[conc] = drive(cluster.client, images, requests=requests, concurrency=conc, warmup=5)
+            after = cluster.cpu_seconds()
+            cpu[f"c{conc}"] = {name: (after[name] - before[name]) * 1000.0 / requests
+                               for name in before if before[name] is not None and after.get(name) is not None}
+        rss = cluster.peak_rss()
+        processes = cluster.describe()
+    for row in processes:
+        row["peak_rss_bytes"] = rss.get("gateway" if row["role"] == "gateway" else f"node {row['index']}")
+    log("[bench-edge] teacher memory probe")
+    teacher = teacher_rss(out / "teacher_untrained.pt", input_shape)
+
+    node_rss = [p["peak_rss_bytes"] for p in processes if p["role"] == "node"]
+    summaries = {conc: summarize(run) for conc, run in runs.items()}
+    c1, c8 = summaries[1], summaries[8]
+    overhead = {f"c{conc}": s["overhead_ms"] for conc, s in summaries.items()}
+    ratio = c8["throughput_per_s"] / ceiling["images_per_s"]
+    node_max = max((r for r in node_rss if r), default=None)
+    result = {
+        "format": BENCH_FORMAT,
+        "untrained": True,
+        "note": UNTRAINED_NOTE,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "out": str(out),
+        "config": {"teacher_arch": teacher_arch, "student_arch": student_arch, "k": k,
+                   "input_shape": list(input_shape), "requests": requests, "security": security.mode,
+                   "cpu_count": os.cpu_count(),
+                   "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]}},
+        "models": models,
+        "gateway_overhead_ms": {**overhead, "target_p50_ms": OVERHEAD_TARGET_MS,
+                                "met": overhead["c1"]["p50"] <= OVERHEAD_TARGET_MS,
+                                "definition": "client-measured end-to-end latency minus the slowest node's "
+                                              "reported compute time, per request"},
+        "breakdown_ms": {f"c{conc}": _breakdown(run.samples) for conc, run in runs.items()},
+        "gateway_code": code,
+        "latency": [summaries[conc] for conc in LOAD_CONCURRENCY],
+        "throughput": {"c1_per_s": c1["throughput_per_s"], "c8_per_s": c8["throughput_per_s"],
+                       "ceiling_per_s": ceiling["images_per_s"], "c8_over_ceiling": ratio,
+                       "target_ratio": THROUGHPUT_TARGET, "met": ratio >= THROUGHPUT_TARGET},
+        "ceiling": ceiling,
+        "cpu_ms_per_request": {**cpu, "note": "CPU time (user + system) each process spent per request during the "
+                                              "run, warm-up included; client = this process's load threads"},
+        "memory": {"node_peak_rss_bytes": node_rss,
+                   "gateway_peak_rss_bytes": rss.get("gateway"),
+                   "client_peak_rss_bytes": peak_rss_bytes(),
+                   "teacher_process_peak_rss_bytes": teacher["peak_rss_bytes"],
+                   "teacher_process": teacher,
+                   "teacher_over_node": (teacher["peak_rss_bytes"] / node_max
+                                         if node_max and teacher["peak_rss_bytes"] else None)},
+        "bytes_per_inference": bytes_per_inference(runs[1].samples, request_bytes(images[0])),
+        "processes": processes,
+        "samples": {f"c{conc}": {"e2e_ms": [s.e2e_ms for s in run.samples],
+                                 "slowest_compute_ms": [max(s.compute_ms) for s in run.samples],
+                                 "overhead_ms": [s.overhead_ms for s in run.samples],
+                                 "gateway_ms": [s.gateway_ms for s in run.samples]}
+                    for conc, run in runs.items()},
+    }
+    atomic.write_json(out / "bench_edge.json", result)
+    return result
+
+
+def _mb(n) -> str:
+    return "n/a" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def format_table(result: dict) -> str:
+    """A short human summary of bench_edge.json."""
+    cfg, o, t, m = result["config"], result["gateway_overhead_ms"], result["throughput"], result["memory"]
+    b, cpu8 = result["breakdown_ms"]["c1"], result["cpu_ms_per_request"]["c8"]
+    load = cfg["load_average_1m"]
+    lines = [(f"bench-edge  {cfg['teacher_arch']} -> {cfg['k']} x {cfg['student_arch']}, input "
+              f"{'x'.join(map(str, cfg['input_shape']))}, {cfg['security']}, {cfg['requests']} requests per level")]
+    lines.append(f"  {result['note']}")
+    lines.append(f"  machine: {cfg['cpu_count']} CPUs, 1-min load average {load['start']:.2f} at start, "
+                 f"{load['end']:.2f} at end (other work on the machine inflates every figure)")
+    lines.append(f"  gateway overhead  c=1 p50 {o['c1']['p50']:.3f} ms  p99 {o['c1']['p99']:.3f} ms   "
+                 f"c=8 p50 {o['c8']['p50']:.3f} ms  p99 {o['c8']['p99']:.3f} ms   "
+                 f"(target p50 <= {o['target_p50_ms']:g} ms: {'met' if o['met'] else 'MISSED'})")
+    lines.append(f"    where it goes (c=1 p50): client<->gateway {b['client_to_gateway_and_back']['p50']:.3f}, "
+                 f"gateway outside fan-out {b['gateway_outside_fan_out']['p50']:.3f} (head {b['head']['p50']:.3f}), "
+                 f"node hop {b['slowest_node_hop_minus_compute']['p50']:.3f}, "
+                 f"compute {b['slowest_node_compute']['p50']:.3f} ms; the gateway's own Python work is "
+                 f"{result['gateway_code']['per_request_us']:.0f} us of it (in-process)")
+    for row in result["latency"]:
+        lat = row["latency_ms"]
+        lines.append(f"  latency c={row['concurrency']}  p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  "
+                     f"{row['throughput_per_s']:.1f} req/s")
+    lines.append(f"  throughput c=8 {t['c8_per_s']:.1f}/s vs ceiling {t['ceiling_per_s']:.1f}/s = "
+                 f"{t['c8_over_ceiling']:.0%} (target {t['target_ratio']:.0%}: {'met' if t['met'] else 'MISSED'}); "
+                 f"c=1 {t['c1_per_s']:.1f}/s")
+    per_process = ", ".join(f"{name} {v:.2f}" for name, v in cpu8.items())
+    lines.append(f"  CPU ms/request at c=8: {per_process} (sum {sum(cpu8.values()):.2f}; the ceiling spends "
+                 f"{result['ceiling']['serial_ms_per_image']['p50']:.2f} ms of compute per image)")
+    ratio = f" ({m['teacher_over_node']:.1f}x a node)" if m["teacher_over_node"] else ""
+    lines.append(f"  peak RSS  node {', '.join(_mb(r) for r in m['node_peak_rss_bytes'])}; gateway "
+                 f"{_mb(m['gateway_peak_rss_bytes'])}; teacher in PyTorch "
+                 f"{_mb(m['teacher_process_peak_rss_bytes'])}{ratio}")
+    by = result["bytes_per_inference"]
+    lines.append(f"  bytes/inference  client->gateway {by['client_to_gateway']}, gateway->nodes {by['gateway_to_nodes']}, "
+                 f"nodes->gateway {by['nodes_to_gateway']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nonn.bench.edge_bench teacher-probe CHECKPOINT CxHxW` (used by teacher_rss)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] != "teacher-probe":
+        print("usage: python -m nonn.bench.edge_bench teacher-probe CHECKPOINT CxHxW", file=sys.stderr)
+        return 2
+    _teacher_probe(argv[1], argv[2])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

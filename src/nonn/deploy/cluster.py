@@ -1,0 +1,131 @@
+"""K student nodes and one gateway as separate processes on 127.0.0.1, with mutual TLS or plaintext."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from .errors import DeployError
+from .processes import STARTUP_TIMEOUT_S, Child, ChildProcesses
+from .procfs import cpu_seconds
+
+HOST = "127.0.0.1"
+
+
+def ensure_certs(directory: Path, nodes: int) -> Path:
+    """A CA and certificates for `nodes` nodes, the gateway and a client in `directory`;
+    reuses a complete set, remakes an incomplete one."""
+    from nonn.edge.certs import make_certs
+
+    names = ["ca", "gateway", "client", *(f"node_{k}" for k in range(nodes))]
+    complete = all((directory / f"{n}.pem").is_file() and (directory / f"{n}.key").is_file() for n in names)
+    if not complete:
+        make_certs(directory, nodes, overwrite=True)
+    return directory
+
+
+@dataclass
+class Security:
+    """Where the PEM files are, or None for plaintext."""
+
+    certs: Path | None
+
+    @property
+    def mode(self) -> str:
+        return "insecure" if self.certs is None else "mtls"
+
+    def server_args(self, name: str) -> list[str]:
+        if self.certs is None:
+            return ["--insecure"]
+        d = self.certs
+        return ["--tls-cert", str(d / f"{name}.pem"), "--tls-key", str(d / f"{name}.key"), "--tls-ca", str(d / "ca.pem")]
+
+    def client_tls(self):
+        """What GatewayClient takes: (cert, key, ca) or None with insecure=True."""
+        if self.certs is None:
+            return None
+        d = self.certs
+        return (d / "client.pem", d / "client.key", d / "ca.pem")
+
+    def client(self, address: str):
+        from nonn.edge.client import GatewayClient
+
+        return GatewayClient(address, tls=self.client_tls(), insecure=self.certs is None)
+
+
+class LocalCluster:
+    """Nodes then gateway, each its own OS process; close() stops them all (also as a context manager)."""
+
+    def __init__(self, manifest: Path, security: Security, logdir: Path, *, deadline_ms: float = 1000.0,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S, log=print):
+        self.manifest = Path(manifest)
+        self.security = security
+        self.deadline_ms = float(deadline_ms)
+        self.log = log
+        self.processes = ChildProcesses(logdir, startup_timeout_s=startup_timeout_s)
+        self.nodes: list[Child] = []
+        self.gateway: Child | None = None
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def student_files(self) -> list[Path]:
+        try:
+            raw = json.loads(self.manifest.read_text())
+            return [self.manifest.parent / s["file"] for s in raw["students"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DeployError(f"cannot read {self.manifest} ({exc}); re-export the run") from None
+
+    def start(self) -> None:
+        if not self.deadline_ms > 0:
+            raise DeployError(f"--deadline-ms must be positive, got {self.deadline_ms:g}")
+        models = self.student_files()
+        self.nodes = [self.processes.spawn(f"node {k}", ["node", "--model", str(model), "--listen", f"{HOST}:0",
+                                                        *self.security.server_args(f"node_{k}")])
+                      for k, model in enumerate(models)]
+        self.processes.await_ready(self.nodes)
+        for k, (node, model) in enumerate(zip(self.nodes, models)):
+            self.log(f"[deploy] node {k} pid {node.pid} serving {model.name} on {node.address} ({self.security.mode})")
+        self.gateway = self.processes.start(
+            "gateway", ["gateway", "--manifest", str(self.manifest), "--nodes", ",".join(n.address for n in self.nodes),
+                        "--listen", f"{HOST}:0", "--deadline-ms", f"{self.deadline_ms:g}",
+                        *self.security.server_args("gateway")])
+        self.log(f"[deploy] gateway pid {self.gateway.pid} serving on {self.gateway.address} ({self.security.mode})")
+
+    @property
+    def address(self) -> str:
+        if self.gateway is None:
+            raise RuntimeError("the cluster is not started")
+        return self.gateway.address
+
+    def client(self):
+        return self.security.client(self.address)
+
+    def describe(self) -> list[dict]:
+        """role, index, pid and address of every process (the client, this process, is not listed)."""
+        rows = [{"role": "node", "index": k, "pid": n.pid, "address": n.address} for k, n in enumerate(self.nodes)]
+        if self.gateway is not None:
+            rows.append({"role": "gateway", "index": None, "pid": self.gateway.pid, "address": self.gateway.address})
+        return rows
+
+    def peak_rss(self) -> dict[str, int | None]:
+        """VmHWM by process name ("node 0", ..., "gateway"); call before close()."""
+        self.processes.check_alive()
+        return self.processes.peak_rss()
+
+    def cpu_seconds(self) -> dict[str, float | None]:
+        """CPU time used so far by every process by name, and by this one as "client"."""
+        return {**{c.name: cpu_seconds(c.pid) for c in self.processes.children}, "client": cpu_seconds()}
+
+    def close(self) -> None:
+        self.processes.close()

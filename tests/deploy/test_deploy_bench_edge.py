@@ -1,0 +1,37 @@
+"""`nonn bench-edge` with tiny untrained architectures: every figure is there and adds up (no timing limits)."""
+
+import json
+
+import pytest
+from deploy_support import pid_alive
+
+from nonn.cli import main
+
+
+def test_bench_edge_reports_consistent_figures(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench-edge", "--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--input", "1x8x8",
+                 "--requests", "30", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "UNTRAINED" in printed and "gateway overhead" in printed
+    r = json.loads((out / "bench_edge.json").read_text())
+    assert r["untrained"] is True and r["config"]["k"] == 2 and r["config"]["security"] == "mtls"
+    for level in ("c1", "c8"):
+        s = r["samples"][level]
+        assert len(s["e2e_ms"]) == len(s["overhead_ms"]) == 30
+        for e2e, compute, overhead, gateway in zip(s["e2e_ms"], s["slowest_compute_ms"], s["overhead_ms"],
+                                                   s["gateway_ms"]):
+            assert overhead == pytest.approx(e2e - compute, abs=1e-9)
+            assert 0 < compute < gateway < e2e
+        assert r["gateway_overhead_ms"][level]["p50"] == pytest.approx(
+            sorted(s["overhead_ms"])[14] / 2 + sorted(s["overhead_ms"])[15] / 2)
+    t = r["throughput"]
+    assert t["c1_per_s"] > 0 and t["c8_per_s"] > 0 and t["ceiling_per_s"] > 0
+    assert t["c8_over_ceiling"] == pytest.approx(t["c8_per_s"] / t["ceiling_per_s"])
+    assert r["ceiling"]["workers"] == 2 and r["ceiling"]["images"] == 60
+    m = r["memory"]
+    assert len(m["node_peak_rss_bytes"]) == 2 and all(v > 10 * 2**20 for v in m["node_peak_rss_bytes"])
+    assert m["teacher_process_peak_rss_bytes"] > 10 * 2**20
+    assert m["teacher_over_node"] == pytest.approx(m["teacher_process_peak_rss_bytes"] / max(m["node_peak_rss_bytes"]))
+    assert r["bytes_per_inference"]["nodes_to_gateway"] > 4 * sum(r["models"]["partition_sizes"])
+    assert not [p["pid"] for p in r["processes"] if pid_alive(p["pid"])]
