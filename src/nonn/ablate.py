@@ -92,9 +92,13 @@ def run_ablation(base: Config, out: Path, plan: AblationPlan, log=print) -> dict
             log(f"[ablate] {label} seed {seed}")
             results.append(run_all(rd, log=lambda _msg: None))
         rows.append(_summarise(variant, k, pct, results))
-    teacher_metrics = rows[0]["teacher_accuracy"] if rows else None
-    report = {"plan": plan.__dict__, "teacher_accuracy": teacher_metrics, "rows": rows,
-              "config": base.to_dict()}
+        _write_report(out, plan, base, rows)  # after every row, so a long ablation shows progress
+    return _write_report(out, plan, base, rows)
+
+
+def _write_report(out: Path, plan: AblationPlan, base: Config, rows: list[dict]) -> dict:
+    report = {"plan": plan.__dict__, "teacher_accuracy": rows[0]["teacher_accuracy"] if rows else None,
+              "rows": rows, "complete": len(rows) == len(plan.runs()), "config": base.to_dict()}
     atomic.write_json(out / "ablation.json", report)
     atomic.write_text(out / "ablation.md", format_markdown(report))
     plot_accuracy_vs_memory(out / "ablation.png", report)
