@@ -99,6 +99,17 @@ def cmd_bench_edge(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench.case_study import bench
+    from .bench.report import format_summary
+    result = bench(args.run_dir, teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
+                   input_shape=args.input, links=args.link, devices=args.device, requests=args.requests,
+                   warmup=args.warmup, max_seconds=args.max_seconds, shaping=args.shaping, out=args.out)
+    print(format_summary(result))
+    print(f"wrote {result['out']}/bench.json, bench.md and plots/bench_*.png")
+    return 0
+
+
 def _int_list(flag: str, text: str, cast=int) -> list:
     from .errors import ConfigError
     try:
@@ -185,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="runs/bench-edge", metavar="DIR", help="default: runs/bench-edge")
     b.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
     b.set_defaults(func=cmd_bench_edge)
+
+    c = sub.add_parser("bench", help="the paper's case study: memory, compute, energy per node; total latency",
+                       description="Measure NoNN against the teacher, a compressed model and layer-split deployments "
+                                   "of both, over emulated links, in one run. Give RUN_DIR (trained models) or "
+                                   "--teacher-arch/--student-arch (UNTRAINED models of those architectures).")
+    c.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained run directory")
+    c.add_argument("--teacher-arch", help="architecture form: teacher architecture, e.g. wrn-40-4")
+    c.add_argument("--student-arch", help="architecture form: student architecture, e.g. wrn-16-1")
+    c.add_argument("--k", type=int, help="architecture form: number of students (default: 2)")
+    c.add_argument("--input", metavar="CxHxW", help="architecture form: input shape (default: 3x32x32)")
+    c.add_argument("--link", action="append", metavar="NAME", help="link profile: wifi, ble, ethernet (repeatable; "
+                                                                  "default: wifi)")
+    c.add_argument("--device", action="append", metavar="NAME",
+                   help="device profile for energy (repeatable; default: rpi3b_plus and nrf52840)")
+    c.add_argument("--requests", type=int, default=100, metavar="N", help="inferences per deployment (default: 100)")
+    c.add_argument("--warmup", type=int, default=3, metavar="N", help="unrecorded rounds first (default: 3)")
+    c.add_argument("--max-seconds", type=float, default=60.0, metavar="S",
+                   help="stop a deployment after S seconds of its own time once it has 3 samples (default: 60)")
+    c.add_argument("--shaping", choices=("auto", "netns", "in-process"), default="auto",
+                   help="link emulation: namespaces + tbf where permitted (auto), required (netns), or the "
+                        "modelled transfer time added in process (in-process)")
+    c.add_argument("--out", metavar="DIR", help="default: RUN_DIR, or runs/bench-<teacher>-<student>-k<K>")
+    c.set_defaults(func=cmd_bench)
 
     try:
         from .edge.commands import register

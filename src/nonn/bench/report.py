@@ -1,0 +1,247 @@
+"""bench.json as Markdown and PNG plots (matplotlib's Agg canvas, no pyplot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ORDER = ("nonn", "teacher", "compressed", "teacher_split", "compressed_split")
+COLORS = {"nonn": "#1b9e77", "teacher": "#d95f02", "compressed": "#7570b3", "teacher_split": "#e7298a",
+          "compressed_split": "#66a61e"}
+
+
+def _mb(n) -> str:
+    return "n/a" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _x(v) -> str:
+    return "n/a" if v is None else f"{v:.1f}x"
+
+
+def _ms(v) -> str:
+    return "n/a" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.1f}")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _node_label(name: str, node: dict) -> str:
+    if name in ("teacher", "compressed"):
+        return f"{name} (one device)"
+    return f"{name} {node['role']}"
+
+
+def format_markdown(result: dict) -> str:
+    cfg, models = result["config"], result["models"]
+    out = [f"# NoNN case study: {cfg['teacher_arch']} teacher vs K={cfg['k']} x "
+           f"{', '.join(sorted(set(cfg['student_archs'])))} students", ""]
+    out += [f"**{result['note']}**", "",
+            f"Input {'x'.join(map(str, cfg['input_shape']))}; links {', '.join(cfg['links'])}; device profiles "
+            f"{', '.join(cfg['devices'])}; {cfg['cpu_count']} CPU cores; {cfg['pinning']}; ONNX Runtime with "
+            f"{cfg['ort_threads']} intra-op thread per node; {cfg['security']}.", "",
+            f"**Link shaping: `{cfg['shaping']['mode']}`** ({cfg['shaping']['reason']}): "
+            f"{cfg['shaping']['description']}.", ""]
+
+    out += ["## Headline (the paper's claims against this run)", ""]
+    rows = []
+    for link, claims in result["headline"].items():
+        for claim, row in claims.items():
+            rows.append([link, claim, _x(row["value"]), f">= {row['target']:g}x", "yes" if row["met"] else "NO"])
+    out += _table(["link", "comparison", "measured", "paper", "met"], rows) + [""]
+
+    out += ["## Models", ""]
+    t, n, c = models["teacher"], models["nonn"], models["compressed"]
+
+    def acc(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    rows = [[f"teacher {t['arch']}", f"{t['params']:,}", _mb(t["weight_bytes"]), f"{t['macs']:,}", acc(t["accuracy"])],
+            [f"NoNN {n['k']} students", f"{n['students_params_total']:,} (+ head {n['head']['params']:,})",
+             _mb(n["students_params_total"] * 4), "", acc(n["accuracy"])],
+            [f"compressed {c['arch']} ({c['training']})", f"{c['params']:,}", _mb(c["weight_bytes"]),
+             f"{c['macs']:,}", acc(c["accuracy"])]]
+    out += _table(["model", "params", "weights", "MACs", "accuracy"], rows)
+    out += ["", f"Compressed model chosen from family `{c['choice']['family']}`: {c['choice']['rule']} "
+            f"(target {c['choice']['target_params']:,}; {c['choice']['note']}).", ""]
+    if models.get("accuracy_on"):
+        out += [f"Accuracy on the {models['accuracy_on']} (from the runs' metrics.json).", ""]
+
+    out += ["## Layer-split baselines", ""]
+    rows = []
+    for name, plan in result["layer_split"].items():
+        if not isinstance(plan, dict):
+            continue
+        for p in plan["pieces"]:
+            rows.append([name, str(p["index"]), f"{p['layer_names'][0]} .. {p['layer_names'][-1]}",
+                         f"{p['params']:,}", _mb(p["weight_bytes"]), f"{p['out_bytes']:,}"])
+        out.append(f"- {name}: split after {', '.join(plan['split_after']) or '(one piece)'}; bytes over each cut "
+                   f"{plan['cut_bytes']}")
+    out += [""] + _table(["model", "piece", "layers", "params", "weights", "bytes out"], rows)
+    out += ["", f"Rule: {result['layer_split']['rule']}. Parity of every exported deployment with PyTorch "
+            f"(max |diff| of logits): " + ", ".join(f"{k} {v:.1e}" for k, v in result["parity"].items()
+                                                   if k not in ("atol", "images")), ""]
+
+    for link, run in result["runs"].items():
+        deps = run["deployments"]
+        out += [f"## Link `{link}` ({run['link']['rate_bps'] / 1e6:g} Mbit/s, {run['link']['delay_ms']:g} ms per "
+                f"message, shaping `{run['shaping']}`)", ""]
+        rows = []
+        for name in ORDER:
+            d = deps[name]
+            rows.append([d["title"], str(d["samples"]), _ms(d["total_ms"]["p50"]), _ms(d["total_ms"]["p90"]),
+                         _ms(d["hub_overhead_ms"]["p50"]), f"{d['link_bytes_per_inference']:,}",
+                         _ms(d["derived_total_ms"]["input_local"]), _ms(d["derived_total_ms"]["direct_chain"])])
+        out += _table(["deployment", "n", "total p50 ms", "p90 ms", "hub ms", "link bytes", "input local ms",
+                       "direct chain ms"], rows) + [""]
+        cal = run["link_calibration"]
+        rows = [[key, f"{v['message_bytes']:,}", str(v["samples"]), _ms(v["one_way_ms"]), _ms(v["modelled_one_way_ms"])]
+                for key, v in cal.items() if isinstance(v, dict)]
+        out += ["Link calibration (probe node, same link): " + cal["method"] + ".", ""]
+        out += _table(["message", "bytes", "n", "measured one way ms", "modelled one way ms"], rows) + [""]
+        devices = result["config"]["devices"]
+        rows = []
+        for name in ORDER:
+            for node in deps[name]["nodes"]:
+                rows.append([_node_label(name, node), _mb(node["weight_bytes"]), _mb(node["peak_rss_bytes"]),
+                             _ms(node["compute_ms"]["p50"]), f"{node['bytes_in']:,}", f"{node['bytes_out']:,}"]
+                            + [f"{1e3 * node['energy_j'][dev]['total_j']:.3f}" for dev in devices])
+        out += _table(["node", "weights", "peak RSS", "compute p50 ms", "bytes in", "bytes out"]
+                      + [f"energy mJ ({dev})" for dev in devices], rows) + [""]
+        r = run["ratios"]
+        rows = [["weight memory", _x(r["weight_memory"]["value"]), r["weight_memory"]["of"]],
+                ["peak RSS", _x(r["peak_rss"]["value"]), r["peak_rss"]["of"]],
+                ["compute", _x(r["compute"]["value"]), r["compute"]["of"]]]
+        for dev in devices:
+            rows.append([f"energy {dev}", _x(r["energy"][dev]["value"]), "with the input image received"])
+            rows.append([f"energy {dev}, input local", _x(r["energy_input_local"][dev]["value"]),
+                         "without receiving the input image"])
+        for baseline, variants in r["total_latency"].items():
+            for variant, ratio in variants.items():
+                rows.append([f"total latency {baseline} / NoNN ({variant})", _x(ratio["value"]),
+                             f"{_ms(ratio['numerator'])} / {_ms(ratio['denominator'])} ms"])
+        out += _table(["per node vs teacher / total", "ratio", "of"], rows) + [""]
+        load = run.get("load_average")
+        if load:
+            out += [f"Load average (1 min) before this link's run: {load['before'][0]:.2f}, after: "
+                    f"{load['after'][0]:.2f} on {result['config']['cpu_count']} cores (other work on the machine "
+                    "perturbs the figures).", ""]
+        rapl = run["rapl"]
+        out += [f"RAPL: {rapl['reason']}" + (f"; J/inference {rapl.get('joules_per_inference')}" if rapl["available"]
+                                             else ""), ""]
+    out += ["## Latency variants", ""] + [f"- `{k}`: {v}" for k, v in result["latency_variants"].items()]
+    out += ["", "## Method", ""] + [f"- {m}" for m in result["method"]]
+    if result.get("plots"):
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in result["plots"]]
+    return "\n".join(out) + "\n"
+
+
+def _figure(width=9.0, height=4.5):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _nodes(run: dict) -> list[tuple[str, dict]]:
+    return [(name, node) for name in ORDER for node in run["deployments"][name]["nodes"]]
+
+
+def _bars(ax, labels, values, colors, ylabel, log=True):
+    xs = range(len(values))
+    ax.bar(xs, [v if v else 0 for v in values], color=colors)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    if log and any(v and v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def write_plots(result: dict, folder: Path) -> list[Path]:
+    """memory, compute and energy per node (first link's run), and total latency per link and deployment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    first = next(iter(result["runs"]))
+    run = result["runs"][first]
+    nodes = _nodes(run)
+    labels = [_node_label(n, node) for n, node in nodes]
+    colors = [COLORS[n] for n, _ in nodes]
+    paths = []
+
+    fig = _figure(10, 4.5)
+    ax1, ax2 = fig.subplots(1, 2)
+    _bars(ax1, labels, [node["weight_bytes"] / 1e6 for _, node in nodes], colors, "weights (MB, float32)")
+    ax1.set_title("weight memory per node")
+    _bars(ax2, labels, [(node["peak_rss_bytes"] or 0) / 1e6 for _, node in nodes], colors, "peak RSS (MB)")
+    ax2.set_title("node process peak RSS")
+    fig.tight_layout()
+    paths.append(folder / "bench_memory_per_node.png")
+    fig.savefig(paths[-1])
+
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    _bars(ax, labels, [node["compute_ms"]["p50"] for _, node in nodes], colors, "median compute (ms)")
+    ax.set_title(f"compute latency per node (this machine, link {first})")
+    fig.tight_layout()
+    paths.append(folder / "bench_compute_per_node.png")
+    fig.savefig(paths[-1])
+
+    devices = result["config"]["devices"]
+    fig = _figure(5 * len(devices), 4.5)
+    axes = fig.subplots(1, len(devices), squeeze=False)[0]
+    for ax, dev in zip(axes, devices):
+        xs = list(range(len(nodes)))
+        comp = [1e3 * node["energy_j"][dev]["compute_j"] for _, node in nodes]
+        comm = [1e3 * node["energy_j"][dev]["comm_j"] for _, node in nodes]
+        ax.bar(xs, comp, color=colors, label="compute")
+        ax.bar(xs, comm, bottom=comp, color="#999999", label="radio (tx + rx)")
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+        ax.set_ylabel("energy per inference (mJ)")
+        ax.set_yscale("log")
+        ax.set_title(f"energy per node: {dev}, {first}")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    paths.append(folder / "bench_energy_per_node.png")
+    fig.savefig(paths[-1])
+
+    links = list(result["runs"])
+    fig = _figure(max(6, 2.5 * len(links) + 3), 4.5)
+    ax = fig.subplots()
+    width = 0.8 / len(ORDER)
+    for j, name in enumerate(ORDER):
+        values = [result["runs"][link]["deployments"][name]["total_ms"]["p50"] for link in links]
+        ax.bar([i + (j - len(ORDER) / 2 + 0.5) * width for i in range(len(links))], values, width,
+               color=COLORS[name], label=result["runs"][links[0]]["deployments"][name]["title"])
+    ax.set_xticks(list(range(len(links))))
+    ax.set_xticklabels(links)
+    ax.set_yscale("log")
+    ax.set_ylabel("median total latency per inference (ms)")
+    ax.set_title("total latency per inference")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    paths.append(folder / "bench_total_latency.png")
+    fig.savefig(paths[-1])
+    return paths
+
+
+def format_summary(result: dict) -> str:
+    """A few terminal lines: the headline per link and the shaping mode."""
+    cfg = result["config"]
+    lines = [f"bench  {cfg['teacher_arch']} vs {cfg['k']} x {', '.join(sorted(set(cfg['student_archs'])))}; "
+             f"compressed {cfg['compressed_arch']}; input {'x'.join(map(str, cfg['input_shape']))}",
+             f"  {result['note']}",
+             f"  link shaping: {cfg['shaping']['mode']} ({cfg['shaping']['reason']})"]
+    for link, run in result["runs"].items():
+        deps = run["deployments"]
+        lines.append(f"  {link}: median total ms  " + "  ".join(
+            f"{name} {_ms(deps[name]['total_ms']['p50'])}" for name in ORDER))
+        for claim, row in result["headline"][link].items():
+            lines.append(f"    {claim:<48} {_x(row['value']):>8}  (paper >= {row['target']:g}x: "
+                         f"{'met' if row['met'] else 'MISSED'})")
+    return "\n".join(lines)
