@@ -188,3 +188,67 @@ def test_manifest_checks(tmp_path, artifacts, shared_nodes):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EdgeError, match="format 2"):
         serve_gateway(copy / "manifest.json", shared_nodes, insecure=True)
+
+
+class _FeaturesOnly(pb_grpc.StudentServicer):
+    """A node of an older runtime: Features, no FeaturesStream."""
+
+    def __init__(self, model):
+        from nonn.edge.node import StudentServicer, load_session
+
+        self.inner = StudentServicer(load_session(model))
+
+    def Features(self, request, context):
+        return self.inner.Features(request, context)
+
+
+@pytest.mark.parametrize("node", ["older runtime", "too many streams"])
+def test_nodes_without_a_stream_are_called_per_request(gateways, shared_nodes, artifacts, monkeypatch, node):
+    from nonn.edge import node as node_module
+    from nonn.edge import serving
+
+    if node == "older runtime":
+        server, port, _, _ = serving.start_server(
+            lambda s: pb_grpc.add_StudentServicer_to_server(_FeaturesOnly(artifacts.students[1]), s),
+            ["nonn.v1.Student"], "127.0.0.1:0", None, True, max_message_bytes=1 << 20, workers=2)
+    else:
+        monkeypatch.setattr(node_module, "MAX_STREAMS", 0)
+        server, port = node_module.serve_node(artifacts.students[1], insecure=True)
+    try:
+        address = gateways(artifacts.manifest, [shared_nodes[0], f"127.0.0.1:{port}"], insecure=True)
+        for _ in range(3):  # the first request learns, the next ones call Features directly
+            result = classify(address, IMAGE, insecure=True, timeout_s=10)
+            np.testing.assert_allclose(result["logits"], reference(artifacts), atol=1e-5)
+            assert not result["degraded"] and result["nodes"][1]["compute_ms"] > 0
+    finally:
+        server.stop(0)
+
+
+def test_requests_travel_over_a_few_long_lived_streams(gateways, shared_nodes, artifacts):
+    from nonn.edge import serving
+    from nonn.edge.gateway import STREAMS_PER_NODE
+    from nonn.edge.node import StudentServicer, load_session
+
+    calls = {"Features": 0, "FeaturesStream": 0}
+
+    class Counting(StudentServicer):
+        def Features(self, request, context):
+            calls["Features"] += 1
+            return super().Features(request, context)
+
+        def FeaturesStream(self, request_iterator, context):
+            calls["FeaturesStream"] += 1
+            return super().FeaturesStream(request_iterator, context)
+
+    servicer = Counting(load_session(artifacts.students[1]))
+    server, port, _, _ = serving.start_server(
+        lambda s: pb_grpc.add_StudentServicer_to_server(servicer, s),
+        ["nonn.v1.Student"], "127.0.0.1:0", None, True, max_message_bytes=1 << 20, workers=2, stream_threads=4)
+    try:
+        address = gateways(artifacts.manifest, [shared_nodes[0], f"127.0.0.1:{port}"], insecure=True)
+        for _ in range(2 * STREAMS_PER_NODE + 1):
+            result = classify(address, IMAGE, insecure=True, timeout_s=10)
+            np.testing.assert_allclose(result["logits"], reference(artifacts), atol=1e-5)
+        assert calls == {"Features": 0, "FeaturesStream": STREAMS_PER_NODE}
+    finally:
+        server.stop(0)

@@ -119,3 +119,40 @@ def test_missing_model_is_a_one_line_error(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: model ") and result.stderr.count("\n") == 1
+
+
+def _stream_request(request_id, array, timeout_us=5_000_000):
+    return pb.FeaturesRequest(id=request_id, tensor=to_tensor(array), timeout_us=timeout_us)
+
+
+def test_features_stream_answers_every_request_by_id(channel, artifacts):
+    rng = np.random.default_rng(5)
+    images = [rng.normal(size=(1, *SHAPE)).astype(np.float32) for _ in range(3)]
+    bad = np.zeros((1, 3, 9, 8), np.float32)
+    requests = [_stream_request(10 + i, x) for i, x in enumerate(images)]
+    requests.insert(1, _stream_request(99, bad))
+    replies = list(pb_grpc.StudentStub(channel).FeaturesStream(iter(requests), timeout=TIMEOUT))
+    assert [r.id for r in replies] == [10, 99, 11, 12]  # in order, one reply each
+    failed = replies[1]
+    assert failed.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not failed.HasField("features")
+    assert re.search(r"expected a float32 tensor of shape \[N, 3, 8, 8\], got float32 \[1, 3, 9, 8\]", failed.error)
+    for reply, x in zip([replies[0], *replies[2:]], images):
+        assert reply.code == 0 and reply.error == "" and reply.compute_us >= 0
+        np.testing.assert_allclose(from_tensor(reply.features), artifacts.features(x)[0], atol=1e-6)
+
+
+def test_features_stream_holds_messages_like_a_link(processes, artifacts):
+    """With an emulated delay, messages on one stream travel at the same time, and one that
+    cannot arrive before its caller gives up is answered DEADLINE_EXCEEDED."""
+    _, address = processes.node(artifacts.students[0], "--delay-ms", "150")
+    x = np.ones((1, *SHAPE), np.float32)
+    requests = [_stream_request(i, x) for i in range(4)] + [_stream_request(7, x, timeout_us=100_000)]
+    with grpc.insecure_channel(address) as ch:
+        start = time.monotonic()
+        replies = list(pb_grpc.StudentStub(ch).FeaturesStream(iter(requests), timeout=TIMEOUT))
+        elapsed = time.monotonic() - start
+    by_id = {r.id: r for r in replies}
+    assert sorted(by_id) == [0, 1, 2, 3, 7]
+    assert all(by_id[i].code == 0 and from_tensor(by_id[i].features).shape == (1, 4) for i in range(4))
+    assert by_id[7].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert 0.3 <= elapsed < 4 * 0.3  # 2 x 150 ms, not 4 x 2 x 150 ms one after the other

@@ -137,12 +137,13 @@ def gateway_code_us(manifest: Path, images: np.ndarray, repeats: int = 2000) -> 
     try:
         request = to_message(images[0], "HWC")
         features = [np.random.default_rng(k).random((1, n), dtype=np.float32) for k, n in enumerate(m.partition_sizes)]
-        replies = [pb.Tensor(shape=f.shape, dtype="float32", data=f.tobytes()).SerializeToString() for f in features]
+        replies = [pb.FeaturesReply(id=1, features=pb.Tensor(shape=f.shape, dtype="float32", data=f.tobytes()),
+                                    compute_us=500).SerializeToString() for f in features]
 
         def one() -> bytes:
             x = servicer.preprocess(request)
-            pb.Tensor(shape=servicer._shape, dtype="float32", data=x.tobytes()).SerializeToString()
-            parts = [servicer._decode(k, raw)[0] for k, raw in enumerate(replies)]
+            servicer.node_request(x, 1, 1.0)
+            parts = [servicer._decode(k, pb.FeaturesReply.FromString(raw).features)[0] for k, raw in enumerate(replies)]
             (logits,) = servicer.head.run(servicer._head_outputs, {servicer._head_input: np.concatenate(parts, axis=1)})
             logits = logits[0].astype(np.float64)
             p = np.exp(logits - logits.max())
@@ -216,6 +217,9 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
     if requests < 1:
         raise ConfigError(f"--requests must be at least 1, got {requests}")
     out = Path(out)
+    from nonn.edge.grpc_io import use_polling_io
+
+    use_polling_io()  # this process is the client: the same gRPC I/O as the node and gateway processes
     load_before = os.getloadavg()
     log(f"[bench-edge] {UNTRAINED_NOTE}")
     models = _export(teacher_arch, student_arch, k, input_shape, out, log)
@@ -261,6 +265,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
         "config": {"teacher_arch": teacher_arch, "student_arch": student_arch, "k": k,
                    "input_shape": list(input_shape), "requests": requests, "security": security.mode,
                    "cpu_count": os.cpu_count(),
+                   "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS"),
                    "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]}},
         "models": models,
         "gateway_overhead_ms": {**overhead, "target_p50_ms": OVERHEAD_TARGET_MS,

@@ -37,6 +37,9 @@ def _tls(args: argparse.Namespace):
 
 @_user_errors
 def node_command(args: argparse.Namespace) -> int:
+    from nonn.edge.grpc_io import use_polling_io
+
+    use_polling_io()  # before grpc is imported
     from nonn.edge.node import run_node
 
     return run_node(args.model, args.listen, tls=_tls(args), insecure=args.insecure,
@@ -46,6 +49,9 @@ def node_command(args: argparse.Namespace) -> int:
 
 @_user_errors
 def gateway_command(args: argparse.Namespace) -> int:
+    from nonn.edge.grpc_io import use_polling_io
+
+    use_polling_io()  # before grpc is imported
     from nonn.edge.gateway import run_gateway
 
     return run_gateway(args.manifest, args.nodes, args.listen, deadline_s=args.deadline_ms / 1000.0,

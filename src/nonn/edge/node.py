@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import onnxruntime as ort
 
+from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge import serving
 from nonn.edge.errors import EdgeError, TensorError
@@ -17,6 +21,7 @@ from nonn.edge.tls import server_credentials
 
 COMPUTE_TIME_KEY = "nonn-compute-us"  # trailing metadata: model time in microseconds
 SERVICE_NAME = "nonn.v1.Student"
+MAX_STREAMS = 32  # FeaturesStream calls open at once (a gateway opens two); each holds a thread
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -49,9 +54,12 @@ def _shape_text(shape) -> str:
 
 
 class StudentServicer(pb_grpc.StudentServicer):
-    """Validates the request against the model input, runs the model, reports compute time."""
+    """Validates the request against the model input, runs the model, reports compute time.
 
-    def __init__(self, session: ort.InferenceSession, delay_ms: float = 0.0):
+    Features answers one call; FeaturesStream answers a gateway's stream of requests, in
+    order, on one thread (or concurrently when a link delay is emulated)."""
+
+    def __init__(self, session: ort.InferenceSession, delay_ms: float = 0.0, workers: int = 4):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise EdgeError("a student model must have exactly one input and one output; re-export it")
@@ -64,6 +72,11 @@ class StudentServicer(pb_grpc.StudentServicer):
             raise EdgeError(f"model input type {inputs[0].type} is not supported; export it with float32 input")
         self.delay_s = max(0.0, float(delay_ms)) / 1000.0
         self._expected = f"a {self.input_dtype} tensor of shape {_shape_text(self.input_shape)}"
+        self._inferences = threading.BoundedSemaphore(max(1, workers))  # model runs at once
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self._lock = threading.Lock()
+        self._waiting: dict[int, grpc.ServicerContext] = {}  # streams waiting for their next request
+        self._stopping = False
 
     def _check(self, array: np.ndarray) -> None:
         fits = array.ndim == len(self.input_shape) and all(
@@ -71,6 +84,23 @@ class StudentServicer(pb_grpc.StudentServicer):
         )
         if not fits or array.dtype.name != self.input_dtype:
             raise TensorError(f"expected {self._expected}, got {array.dtype.name} {list(array.shape)}")
+
+    def _infer(self, tensor: pb.Tensor):
+        """(features, compute microseconds, None) or (None, 0, (status, what is wrong))."""
+        try:
+            array = from_tensor(tensor, allowed=(self.input_dtype,))
+            self._check(array)
+        except TensorError as exc:
+            return None, 0, (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        with self._inferences:
+            start = time.perf_counter_ns()
+            try:
+                (features,) = self.session.run(self.output_names, {self.input_name: array})
+            except Exception as exc:  # noqa: BLE001 (report a model failure to the caller, keep serving)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                return None, 0, (grpc.StatusCode.INTERNAL, f"model failed: {first}")
+            elapsed_us = (time.perf_counter_ns() - start) // 1000
+        return features, elapsed_us, None
 
     def _delay(self, context: grpc.ServicerContext) -> None:
         """Hold the message for the emulated propagation delay. A message that would arrive
@@ -84,21 +114,95 @@ class StudentServicer(pb_grpc.StudentServicer):
 
     def Features(self, request, context):
         self._delay(context)
-        try:
-            array = from_tensor(request, allowed=(self.input_dtype,))
-            self._check(array)
-        except TensorError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        start = time.perf_counter_ns()
-        try:
-            (features,) = self.session.run(self.output_names, {self.input_name: array})
-        except Exception as exc:  # noqa: BLE001 (report a model failure to the caller, keep serving)
-            context.abort(grpc.StatusCode.INTERNAL, f"model failed: {str(exc).strip().splitlines()[0]}")
-        elapsed_us = (time.perf_counter_ns() - start) // 1000
+        features, elapsed_us, problem = self._infer(request)
+        if problem is not None:
+            context.abort(*problem)
         context.set_trailing_metadata(((COMPUTE_TIME_KEY, str(elapsed_us)),))
         reply = to_tensor(features)
         self._delay(context)
         return reply
+
+    def _answer(self, request: pb.FeaturesRequest) -> pb.FeaturesReply:
+        features, elapsed_us, problem = self._infer(request.tensor)
+        if problem is not None:
+            code, error = problem
+            return pb.FeaturesReply(id=request.id, code=code.value[0], error=error)
+        return pb.FeaturesReply(id=request.id, features=to_tensor(features), compute_us=elapsed_us)
+
+    def FeaturesStream(self, request_iterator, context):
+        if not self._streams.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this node already serves {MAX_STREAMS} streams; stop an unused gateway")
+        try:
+            context.send_initial_metadata(())  # the stream is accepted: the caller may write
+            if self.delay_s:
+                yield from self._delayed_stream(request_iterator)
+            else:
+                while (request := self._next_request(request_iterator, context)) is not None:
+                    yield self._answer(request)
+        finally:
+            with self._lock:
+                self._waiting.pop(id(context), None)
+            self._streams.release()
+
+    def _next_request(self, request_iterator, context):
+        """The stream's next request, or None when it ended or the node is stopping."""
+        with self._lock:
+            if self._stopping:
+                return None
+            self._waiting[id(context)] = context
+        request = next(request_iterator, None)
+        with self._lock:
+            self._waiting.pop(id(context), None)
+        return request
+
+    def end_streams(self) -> None:
+        """The node is stopping: end the streams that wait for a request now, and the others
+        after their current reply, instead of holding the shutdown for the grace period."""
+        with self._lock:
+            self._stopping = True
+            waiting = list(self._waiting.values())
+        for context in waiting:
+            context.cancel()
+
+    def _delayed_stream(self, request_iterator):
+        """Each request is held for the link delay on its way in and its reply on the way out,
+        all at the same time like messages on a link; a request whose caller would give up
+        before it arrives is answered DEADLINE_EXCEEDED when the caller gives up."""
+        replies: queue.SimpleQueue = queue.SimpleQueue()
+        done = object()
+
+        def handle(request: pb.FeaturesRequest, received: float) -> None:
+            timeout = request.timeout_us / 1e6 if request.timeout_us > 0 else None
+            if timeout is not None and timeout <= self.delay_s:
+                time.sleep(max(0.0, received + timeout - time.monotonic()))
+                replies.put(pb.FeaturesReply(id=request.id, code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+                                             error="the emulated link delay exceeds the deadline"))
+                return
+            time.sleep(max(0.0, received + self.delay_s - time.monotonic()))
+            reply = self._answer(request)
+            time.sleep(self.delay_s)
+            replies.put(reply)
+
+        with ThreadPoolExecutor(max_workers=32, thread_name_prefix="nonn-link") as pool:
+            def read() -> None:
+                try:
+                    for request in request_iterator:
+                        pool.submit(handle, request, time.monotonic())
+                except (grpc.RpcError, RuntimeError):
+                    return  # the call was cancelled (RuntimeError: its pool already shut down)
+                finally:
+                    replies.put(done)
+
+            reader = threading.Thread(target=read, name="nonn-link-reader", daemon=True)
+            reader.start()
+            while (reply := replies.get()) is not done:
+                yield reply
+        # the caller closed its side: answer what is still on its way
+        while not replies.empty():
+            reply = replies.get()
+            if reply is not done:
+                yield reply
 
 
 def serve_node(
@@ -118,15 +222,15 @@ def serve_node(
     it signed (mutual TLS). Plaintext needs insecure=True. `delay_ms` emulates a slow link:
     each message, request and reply, is held that long, so a call gains 2 x delay_ms.
     """
-    server, port, _mode, _health = _start(model_path, listen, tls, insecure, max_message_bytes,
-                                          intra_op_threads, delay_ms, workers)
+    server, port, *_ = _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_threads, delay_ms,
+                              workers)
     return server, port
 
 
 def _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_threads, delay_ms, workers):
     server_credentials(tls, insecure)  # refuse plaintext before paying for the model load
-    servicer = StudentServicer(load_session(model_path, intra_op_threads), delay_ms)
-    return serving.start_server(
+    servicer = StudentServicer(load_session(model_path, intra_op_threads), delay_ms, workers)
+    server, port, mode, health = serving.start_server(
         lambda server: pb_grpc.add_StudentServicer_to_server(servicer, server),
         [SERVICE_NAME],
         listen,
@@ -134,7 +238,9 @@ def _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_thread
         insecure,
         max_message_bytes=max_message_bytes,
         workers=workers,
+        stream_threads=MAX_STREAMS,
     )
+    return server, port, mode, health, servicer
 
 
 def run_node(
@@ -149,7 +255,8 @@ def run_node(
     workers: int = 4,
 ) -> int:
     """Serve one student until SIGTERM/SIGINT; prints one line naming the bound address."""
-    server, port, mode, health = _start(model_path, listen, tls, insecure, max_message_bytes,
-                                        intra_op_threads, delay_ms, workers)
+    server, port, mode, health, servicer = _start(model_path, listen, tls, insecure, max_message_bytes,
+                                                  intra_op_threads, delay_ms, workers)
     banner = f"nonn node serving {Path(model_path).name} on {serving.bound_address(listen, port)} ({mode})"
-    return serving.serve_until_signal(server, health, banner)
+    return serving.serve_until_signal(
+        lambda grace: serving.stop_server(server, health, grace, servicer.end_streams), banner)

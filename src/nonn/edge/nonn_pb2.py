@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14nonn/edge/nonn.proto\x12\x07nonn.v1\"4\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"C\n\x05Image\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06layout\x18\x04 \x01(\t\"\xa3\x01\n\nNodeTiming\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\ncompute_ms\x18\x03 \x01(\x01\x12\x15\n\rround_trip_ms\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x06 \x01(\x03\x12\x0f\n\x07missing\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\xf4\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x0e\n\x06logits\x18\x04 \x03(\x02\x12\"\n\x05nodes\x18\x05 \x03(\x0b\x32\x13.nonn.v1.NodeTiming\x12\x12\n\nbytes_sent\x18\x06 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x07 \x01(\x03\x12\x10\n\x08\x64\x65graded\x18\x08 \x01(\x08\x12\x15\n\rmissing_nodes\x18\t \x03(\t\x12\x12\n\ngateway_ms\x18\n \x01(\x01\x12\x0f\n\x07head_ms\x18\x0b \x01(\x01\x32\x37\n\x07Student\x12,\n\x08\x46\x65\x61tures\x12\x0f.nonn.v1.Tensor\x1a\x0f.nonn.v1.Tensor2:\n\x07Gateway\x12/\n\x08\x43lassify\x12\x0e.nonn.v1.Image\x1a\x13.nonn.v1.Predictionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14nonn/edge/nonn.proto\x12\x07nonn.v1\"4\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"R\n\x0f\x46\x65\x61turesRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1f\n\x06tensor\x18\x02 \x01(\x0b\x32\x0f.nonn.v1.Tensor\x12\x12\n\ntimeout_us\x18\x03 \x01(\x03\"o\n\rFeaturesReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12!\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x0f.nonn.v1.Tensor\x12\x12\n\ncompute_us\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"C\n\x05Image\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06layout\x18\x04 \x01(\t\"\xa3\x01\n\nNodeTiming\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\ncompute_ms\x18\x03 \x01(\x01\x12\x15\n\rround_trip_ms\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x06 \x01(\x03\x12\x0f\n\x07missing\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\xf4\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x0e\n\x06logits\x18\x04 \x03(\x02\x12\"\n\x05nodes\x18\x05 \x03(\x0b\x32\x13.nonn.v1.NodeTiming\x12\x12\n\nbytes_sent\x18\x06 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x07 \x01(\x03\x12\x10\n\x08\x64\x65graded\x18\x08 \x01(\x08\x12\x15\n\rmissing_nodes\x18\t \x03(\t\x12\x12\n\ngateway_ms\x18\n \x01(\x01\x12\x0f\n\x07head_ms\x18\x0b \x01(\x01\x32\x7f\n\x07Student\x12,\n\x08\x46\x65\x61tures\x12\x0f.nonn.v1.Tensor\x1a\x0f.nonn.v1.Tensor\x12\x46\n\x0e\x46\x65\x61turesStream\x12\x18.nonn.v1.FeaturesRequest\x1a\x16.nonn.v1.FeaturesReply(\x01\x30\x01\x32:\n\x07Gateway\x12/\n\x08\x43lassify\x12\x0e.nonn.v1.Image\x1a\x13.nonn.v1.Predictionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TENSOR']._serialized_start=33
   _globals['_TENSOR']._serialized_end=85
-  _globals['_IMAGE']._serialized_start=87
-  _globals['_IMAGE']._serialized_end=154
-  _globals['_NODETIMING']._serialized_start=157
-  _globals['_NODETIMING']._serialized_end=320
-  _globals['_PREDICTION']._serialized_start=323
-  _globals['_PREDICTION']._serialized_end=567
-  _globals['_STUDENT']._serialized_start=569
-  _globals['_STUDENT']._serialized_end=624
-  _globals['_GATEWAY']._serialized_start=626
-  _globals['_GATEWAY']._serialized_end=684
+  _globals['_FEATURESREQUEST']._serialized_start=87
+  _globals['_FEATURESREQUEST']._serialized_end=169
+  _globals['_FEATURESREPLY']._serialized_start=171
+  _globals['_FEATURESREPLY']._serialized_end=282
+  _globals['_IMAGE']._serialized_start=284
+  _globals['_IMAGE']._serialized_end=351
+  _globals['_NODETIMING']._serialized_start=354
+  _globals['_NODETIMING']._serialized_end=517
+  _globals['_PREDICTION']._serialized_start=520
+  _globals['_PREDICTION']._serialized_end=764
+  _globals['_STUDENT']._serialized_start=766
+  _globals['_STUDENT']._serialized_end=893
+  _globals['_GATEWAY']._serialized_start=895
+  _globals['_GATEWAY']._serialized_end=953
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,30 @@ class Tensor(_message.Message):
     data: bytes
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class FeaturesRequest(_message.Message):
+    __slots__ = ("id", "tensor", "timeout_us")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_US_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    tensor: Tensor
+    timeout_us: int
+    def __init__(self, id: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., timeout_us: _Optional[int] = ...) -> None: ...
+
+class FeaturesReply(_message.Message):
+    __slots__ = ("id", "features", "compute_us", "code", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_US_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    features: Tensor
+    compute_us: int
+    code: int
+    error: str
+    def __init__(self, id: _Optional[int] = ..., features: _Optional[_Union[Tensor, _Mapping]] = ..., compute_us: _Optional[int] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class Image(_message.Message):
     __slots__ = ("shape", "dtype", "data", "layout")
     SHAPE_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class StudentStub:
                 request_serializer=nonn_dot_edge_dot_nonn__pb2.Tensor.SerializeToString,
                 response_deserializer=nonn_dot_edge_dot_nonn__pb2.Tensor.FromString,
                 _registered_method=True)
+        self.FeaturesStream = channel.stream_stream(
+                '/nonn.v1.Student/FeaturesStream',
+                request_serializer=nonn_dot_edge_dot_nonn__pb2.FeaturesRequest.SerializeToString,
+                response_deserializer=nonn_dot_edge_dot_nonn__pb2.FeaturesReply.FromString,
+                _registered_method=True)
 
 
 class StudentServicer:
@@ -53,6 +58,16 @@ class StudentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FeaturesStream(self, request_iterator, context):
+        """The same work over one long-lived stream, which the gateway keeps open to each node:
+        a message on an open stream costs far less than a call. Every request is answered by
+        one reply carrying its id; replies may come out of order. A failed request is answered
+        with its status in the reply and the stream stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +75,11 @@ def add_StudentServicer_to_server(servicer, server):
                     servicer.Features,
                     request_deserializer=nonn_dot_edge_dot_nonn__pb2.Tensor.FromString,
                     response_serializer=nonn_dot_edge_dot_nonn__pb2.Tensor.SerializeToString,
+            ),
+            'FeaturesStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.FeaturesStream,
+                    request_deserializer=nonn_dot_edge_dot_nonn__pb2.FeaturesRequest.FromString,
+                    response_serializer=nonn_dot_edge_dot_nonn__pb2.FeaturesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +109,33 @@ class Student:
             '/nonn.v1.Student/Features',
             nonn_dot_edge_dot_nonn__pb2.Tensor.SerializeToString,
             nonn_dot_edge_dot_nonn__pb2.Tensor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeaturesStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nonn.v1.Student/FeaturesStream',
+            nonn_dot_edge_dot_nonn__pb2.FeaturesRequest.SerializeToString,
+            nonn_dot_edge_dot_nonn__pb2.FeaturesReply.FromString,
             options,
             channel_credentials,
             insecure,

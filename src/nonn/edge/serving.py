@@ -1,7 +1,12 @@
-"""What node and gateway servers share: options, health, reflection, a signal-aware loop."""
+"""What node and gateway servers share: options, health, reflection, a signal-aware loop.
+
+A node runs a thread-pool server (grpc.server). The gateway runs a grpc.aio server on the
+process's serving loop, one event loop thread (event_loop()) that also drives its node
+channels, so the Python work of a request never hands over between threads."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
@@ -37,8 +42,10 @@ def start_server(
     *,
     max_message_bytes: int,
     workers: int,
+    stream_threads: int = 0,
 ) -> tuple[grpc.Server, int, str, health.HealthServicer]:
-    """Build, bind and start a server; `register(server)` adds the servicers.
+    """Build, bind and start a server; `register(server)` adds the servicers. `workers`
+    threads serve calls, plus `stream_threads` for long-lived streams.
 
     Returns (server, bound port, security mode, health servicer).
     """
@@ -46,9 +53,9 @@ def start_server(
         raise EdgeError(f"max message size must be at least 1024 bytes, got {max_message_bytes}")
     credentials, mode = tls_.server_credentials(tls, insecure)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nonn-rpc"),
+        futures.ThreadPoolExecutor(max_workers=workers + stream_threads, thread_name_prefix="nonn-rpc"),
         options=server_options(max_message_bytes),
-        maximum_concurrent_rpcs=16 * workers,
+        maximum_concurrent_rpcs=16 * workers + stream_threads,
     )
     register(server)
     health_servicer = health.HealthServicer()
@@ -67,19 +74,132 @@ def bound_address(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def serve_until_signal(server: grpc.Server, health_servicer: health.HealthServicer, banner: str,
-                       grace_s: float = GRACE_S) -> int:
-    """Print `banner`, block until SIGTERM or SIGINT, then stop with a grace period."""
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+def serve_until_signal(stop, banner: str, grace_s: float = GRACE_S) -> int:
+    """Print `banner`, block until SIGTERM or SIGINT, then call stop(grace_s)."""
+    event = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: event.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         print(banner, flush=True)
-        while not stop.wait(0.5):
+        while not event.wait(0.5):
             pass
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        health_servicer.enter_graceful_shutdown()
-        server.stop(grace_s).wait(grace_s + 1.0)
+        stop(grace_s)
         print("nonn: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def stop_server(server: grpc.Server, health_servicer: health.HealthServicer, grace_s: float,
+                end_streams=None) -> None:
+    """Report NOT_SERVING, stop taking calls, let running ones finish within `grace_s`;
+    `end_streams()` ends the long-lived calls that would otherwise hold it that long."""
+    health_servicer.enter_graceful_shutdown()
+    stopped = server.stop(grace_s)
+    if end_streams is not None:
+        end_streams()
+    stopped.wait(grace_s + 1.0)
+
+
+# -- grpc.aio servers, driven from synchronous code ------------------------------------
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The process's serving loop, started on first use in a daemon thread."""
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(_keep_aio_initialised, ready)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="nonn-serving-loop", daemon=True).start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+def _keep_aio_initialised(ready: threading.Event) -> None:
+    """grpc.aio sets up its poller with the first channel or server and tears it down with
+    the last; set up again on a loop that outlived it, the old poller's callback fails on a
+    closed descriptor (EBADF noise). An unused channel, which never connects, keeps one poller
+    for the loop's lifetime."""
+    global _keepalive_channel
+    _keepalive_channel = grpc.aio.insecure_channel("localhost:9")
+    ready.set()
+
+
+_keepalive_channel = None
+
+
+def run_on_loop(coro, timeout: float | None = None):
+    """Run a coroutine on the serving loop from another thread and return its result."""
+    return asyncio.run_coroutine_threadsafe(coro, event_loop()).result(timeout)
+
+
+class AioServer:
+    """A started grpc.aio server; stop() works from any thread and also runs `on_stop`."""
+
+    def __init__(self, server: grpc.aio.Server, health_servicer, on_stop=None):
+        self._server = server
+        self.health = health_servicer
+        self._on_stop = on_stop
+        self._stopped = threading.Event()
+
+    async def _stop(self, grace: float | None) -> None:
+        try:
+            await self.health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+        finally:
+            if self._on_stop is not None:
+                await self._on_stop()
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Stop accepting calls, let running ones finish within `grace` seconds, then return
+        an Event that is set (the server is stopped when this returns)."""
+        if not self._stopped.is_set():
+            try:
+                run_on_loop(self._stop(grace), None if grace is None else grace + 5.0)
+            finally:
+                self._stopped.set()
+        return self._stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+
+async def start_aio_server(register, service_names: list[str], listen: str, tls, insecure: bool, *,
+                           max_message_bytes: int, max_concurrent_rpcs: int | None):
+    """Build, bind and start a grpc.aio server on the running loop; `register(server)` adds the
+    servicers. Returns (server, bound port, security mode, health servicer)."""
+    if max_message_bytes < 1024:
+        raise EdgeError(f"max message size must be at least 1024 bytes, got {max_message_bytes}")
+    credentials, mode = tls_.server_credentials(tls, insecure)
+    server = grpc.aio.server(options=server_options(max_message_bytes), maximum_concurrent_rpcs=max_concurrent_rpcs)
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = tls_.add_port(server, listen, credentials)
+    await server.start()
+    return server, port, mode, health_servicer
+
+
+def stop_event_loop() -> None:
+    """Stop the serving loop and wait for its thread (a process that is about to exit)."""
+    global _loop
+    with _lock:
+        loop, _loop = _loop, None
+    if loop is not None and not loop.is_closed():
+        thread_done = threading.Event()
+        loop.call_soon_threadsafe(lambda: (loop.stop(), thread_done.set()))
+        thread_done.wait(5.0)
