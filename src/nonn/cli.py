@@ -11,22 +11,17 @@ import sys
 
 
 def _config_from_args(args):
-    from .config import load_config
-    overrides: dict = {}
-    from .config import parse_override
-    for item in args.set or []:
-        key, value = parse_override(item)
-        overrides[key] = value
-    if args.dataset is not None:
-        overrides["data.name"] = args.dataset
-    if args.data_dir is not None:
-        overrides["data.dir"] = args.data_dir
-    if args.k is not None:
-        overrides["students.k"] = "auto" if args.k == "auto" else _int_or_error("--k", args.k)
-    if args.device_memory is not None:
-        overrides["budget.memory"] = args.device_memory
-    if args.device_macs is not None:
-        overrides["budget.macs"] = args.device_macs
+    """The config file, then --set, then the flags this command has (flags it lacks count as unset)."""
+    from .config import load_config, parse_override
+    overrides = dict(parse_override(item) for item in args.set or [])
+    flags = {"dataset": "data.name", "data_dir": "data.dir", "device_memory": "budget.memory",
+             "device_macs": "budget.macs"}
+    for flag, key in flags.items():
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    k = getattr(args, "k", None)
+    if k is not None:
+        overrides["students.k"] = "auto" if k == "auto" else _int_or_error("--k", k)
     return load_config(args.config, overrides)
 
 
@@ -121,8 +116,6 @@ def _int_list(flag: str, text: str, cast=int) -> list:
 def cmd_ablate(args) -> int:
     from pathlib import Path
     from .ablate import AblationPlan, format_markdown, run_ablation
-    args.k = None
-    args.device_memory = args.device_macs = None
     cfg = _config_from_args(args)
     plan = AblationPlan(ks=_int_list("--k", args.ks), percentiles=_int_list("--percentiles", args.percentiles, float),
                         seeds=_int_list("--seeds", args.seeds), variants=args.variants.split(","))
