@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from . import atomic
+from .edge.pixels import Normalisation
 from .errors import NonnError
 from .rundir import RunDir, file_sha256
 from .stages.common import batch_prep, dataset_for, load_students
 
 MANIFEST_FORMAT = 1
+PIXEL_SCALE = 255.0
 PARITY_ATOL = 1e-4
 
 
@@ -28,8 +30,10 @@ class ExportError(NonnError):
     """The exported graphs disagree with PyTorch."""
 
 
-def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str) -> bytes:
-    """One module to ONNX with the dynamo exporter and a dynamic batch dimension."""
+def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+                metadata: dict[str, str] | None = None) -> bytes:
+    """One module to ONNX with the dynamo exporter and a dynamic batch dimension; `metadata`
+    goes into the model's metadata_props."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     module = module.eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -39,7 +43,15 @@ def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, outpu
                                     dynamic_shapes=({0: batch},), dynamo=True, verbose=False, optimize=True)
     buf = io.BytesIO()
     program.save(buf)
-    return buf.getvalue()
+    if not metadata:
+        return buf.getvalue()
+    import onnx
+
+    model = onnx.load_from_string(buf.getvalue())
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
 
 
 class _Head(nn.Module):
@@ -51,15 +63,20 @@ class _Head(nn.Module):
         return self.linear(features)
 
 
-def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=print, source=None) -> dict:
-    """Write student_<k>.onnx, head.onnx and manifest.json for a NoNN into ``out``; return the manifest."""
+def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=print, source=None,
+                node_pixels: bool = True) -> dict:
+    """Write student_<k>.onnx, head.onnx and manifest.json for a NoNN into ``out``; return the manifest.
+
+    With `node_pixels` the gateway sends the nodes uint8 pixels, which they normalise with the
+    constants stored in each student model; without it, normalised float32."""
     out.mkdir(parents=True, exist_ok=True)
     net = net.eval()
     example = torch.zeros(2, *input_shape)
+    pixels = Normalisation.of(PIXEL_SCALE, mean, std).metadata()  # lets a node take uint8 pixels
     students = []
     for k, node in enumerate(net.students):
         path = out / f"student_{k}.onnx"
-        atomic.write_bytes(path, _onnx_bytes(node, example, "image", "features"))
+        atomic.write_bytes(path, _onnx_bytes(node, example, "image", "features", pixels))
         students.append({"file": path.name, "sha256": file_sha256(path), "input": "image", "output": "features",
                          "features": node.num_filters, "arch": archs[k]})
         log(f"[export] {path} ({path.stat().st_size / 1e3:.1f} kB)")
@@ -69,7 +86,8 @@ def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=p
     manifest = {
         "format": MANIFEST_FORMAT,
         "input": {"shape": list(input_shape), "dtype": "float32", "layout": "NCHW", "name": "image"},
-        "normalization": {"scale": 255.0, "mean": list(mean), "std": list(std)},
+        "normalization": {"scale": PIXEL_SCALE, "mean": list(mean), "std": list(std)},
+        "node_pixels": bool(node_pixels),  # the nodes take uint8 pixels and normalise them (student metadata)
         "classes": list(classes),
         "partition_sizes": list(net.partition_sizes),
         "students": students,

@@ -19,6 +19,22 @@ def artifacts(tmp_path_factory) -> Artifacts:
 
 
 @pytest.fixture(scope="session")
+def pixel_artifacts(tmp_path_factory) -> Artifacts:
+    """The same models, carrying their normalisation: the gateway sends the nodes uint8 pixels."""
+    return build_artifacts(tmp_path_factory.mktemp("onnx_pixels"), node_pixels=True)
+
+
+@pytest.fixture(scope="session")
+def pixel_nodes(pixel_artifacts, tmp_path_factory):
+    """Two plaintext nodes (torch blocked) serving the pixel students, for the whole session."""
+    procs = Processes(tmp_path_factory.mktemp("pixel_nodes"))
+    try:
+        yield [procs.node(model)[1] for model in pixel_artifacts.students]
+    finally:
+        procs.close()
+
+
+@pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Path:
     from nonn.edge.certs import make_certs
 

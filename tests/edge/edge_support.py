@@ -105,13 +105,19 @@ def reference(artifacts: Artifacts, image: np.ndarray = IMAGE, missing=()) -> np
     return artifacts.head_logits(np.concatenate(parts, axis=1))[0]
 
 
-def build_artifacts(out: Path) -> Artifacts:
-    """Two students and a head with random weights, and their manifest, in `out`."""
+def build_artifacts(out: Path, *, node_pixels: bool = False) -> Artifacts:
+    """Two students and a head with random weights, and their manifest, in `out`; with
+    `node_pixels` the students carry their normalisation and the nodes take uint8 pixels."""
+    from nonn.edge.pixels import Normalisation
+
     rng = np.random.default_rng(0)
     students, entries = [], []
     for k, n in enumerate(SIZES):
         path = out / f"student_{k}.onnx"
-        digest = _save(_student(k, n, rng), path)
+        model = _student(k, n, rng)
+        if node_pixels:
+            onnx.helper.set_model_props(model, Normalisation.of(255.0, MEAN, STD).metadata())
+        digest = _save(model, path)
         students.append(path)
         entries.append({"file": path.name, "sha256": digest, "input": "image", "output": "features", "features": n})
     head = out / "head.onnx"
@@ -123,6 +129,7 @@ def build_artifacts(out: Path) -> Artifacts:
         "partition_sizes": list(SIZES),
         "students": entries,
         "head": {"file": head.name, "sha256": _save(_head(rng), head), "input": "features", "output": "logits"},
+        "node_pixels": node_pixels,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return Artifacts(out, out / "manifest.json", students, head)

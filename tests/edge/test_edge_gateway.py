@@ -157,8 +157,12 @@ def test_nodes_in_the_wrong_order_are_a_failed_precondition(gateways, shared_nod
     with pytest.raises(GatewayError) as info:
         classify(address, IMAGE, insecure=True, timeout_s=10)
     assert info.value.code == "FAILED_PRECONDITION"
-    assert f"node 0 ({shared_nodes[1]}) sent features of shape [1, 6], expected [1, 4]" in info.value.details
-    assert "student_0.onnx" in info.value.details
+    # the first wrong reply fails the request: either node may be first
+    wrong = {0: f"node 0 ({shared_nodes[1]}) sent features of shape [1, 6], expected [1, 4]; "
+                "is it serving student_0.onnx?",
+             1: f"node 1 ({shared_nodes[0]}) sent features of shape [1, 4], expected [1, 6]; "
+                "is it serving student_1.onnx?"}
+    assert any(message in info.value.details for message in wrong.values()), info.value.details
 
 
 def test_gateway_health_and_reflection(gateways, shared_nodes, artifacts):
@@ -224,9 +228,8 @@ def test_nodes_without_a_stream_are_called_per_request(gateways, shared_nodes, a
         server.stop(0)
 
 
-def test_requests_travel_over_a_few_long_lived_streams(gateways, shared_nodes, artifacts):
+def test_requests_travel_over_one_long_lived_stream(gateways, shared_nodes, artifacts):
     from nonn.edge import serving
-    from nonn.edge.gateway import STREAMS_PER_NODE
     from nonn.edge.node import StudentServicer, load_session
 
     calls = {"Features": 0, "FeaturesStream": 0}
@@ -246,9 +249,9 @@ def test_requests_travel_over_a_few_long_lived_streams(gateways, shared_nodes, a
         ["nonn.v1.Student"], "127.0.0.1:0", None, True, max_message_bytes=1 << 20, workers=2, stream_threads=4)
     try:
         address = gateways(artifacts.manifest, [shared_nodes[0], f"127.0.0.1:{port}"], insecure=True)
-        for _ in range(2 * STREAMS_PER_NODE + 1):
+        for _ in range(3):
             result = classify(address, IMAGE, insecure=True, timeout_s=10)
             np.testing.assert_allclose(result["logits"], reference(artifacts), atol=1e-5)
-        assert calls == {"Features": 0, "FeaturesStream": STREAMS_PER_NODE}
+        assert calls == {"Features": 0, "FeaturesStream": 1}
     finally:
         server.stop(0)

@@ -54,6 +54,11 @@ class Security:
 
         return GatewayClient(address, tls=self.client_tls(), insecure=self.certs is None)
 
+    def stream_client(self, address: str):
+        from nonn.edge.client import StreamingClient
+
+        return StreamingClient(address, tls=self.client_tls(), insecure=self.certs is None)
+
 
 class LocalCluster:
     """Nodes then gateway, each its own OS process; close() stops them all (also as a context manager)."""
@@ -110,6 +115,10 @@ class LocalCluster:
 
     def client(self):
         return self.security.client(self.address)
+
+    def stream_client(self):
+        """A StreamingClient to the gateway; make it inside the event loop that will use it."""
+        return self.security.stream_client(self.address)
 
     def describe(self) -> list[dict]:
         """role, index, pid and address of every process (the client, this process, is not listed)."""

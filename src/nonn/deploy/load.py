@@ -1,8 +1,9 @@
-"""Drive a gateway from client threads (one connection each) and record every request's timings."""
+"""Drive a gateway from concurrent streaming clients (one connection each) and record every
+request's timings."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class Sample:
     bytes_sent: tuple[int, ...]  # per node: gateway -> node
     bytes_received: tuple[int, ...]  # per node: node -> gateway
     degraded: bool
+    batch_size: tuple[int, ...] = ()  # per node: images in the node message this one travelled in
 
     @classmethod
     def of(cls, index: int, result: dict) -> Sample:
@@ -31,7 +33,8 @@ class Sample:
         return cls(index, int(result["label"]), float(result["client_ms"]), float(result["gateway_ms"]),
                    float(result["head_ms"]), tuple(n["compute_ms"] for n in nodes),
                    tuple(n["round_trip_ms"] for n in nodes), tuple(n["bytes_sent"] for n in nodes),
-                   tuple(n["bytes_received"] for n in nodes), bool(result["degraded"]))
+                   tuple(n["bytes_received"] for n in nodes), bool(result["degraded"]),
+                   tuple(int(n.get("batch_size", 0)) for n in nodes))
 
     @property
     def overhead_ms(self) -> float:
@@ -44,74 +47,54 @@ class Run:
     samples: list[Sample]  # in request order
     wall_s: float
     concurrency: int
+    connections: int = 1
 
     @property
     def throughput(self) -> float:
         return len(self.samples) / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def drive(make_client: Callable, images: np.ndarray, *, requests: int, concurrency: int, warmup: int = 0,
-          timeout_s: float = 10.0, layout: str = "HWC") -> Run:
-    """Send `requests` images (image i is images[i % len(images)]) from `concurrency` threads,
-    each with its own client; after `warmup` unrecorded requests per thread, all start together."""
-    if requests < 1 or concurrency < 1 or len(images) == 0:
-        raise ValueError("requests, concurrency and images must all be positive")
+def drive(make_client: Callable, images: np.ndarray, *, requests: int, concurrency: int, connections: int = 1,
+          warmup: int = 0, timeout_s: float = 10.0, layout: str = "HWC") -> Run:
+    """Send `requests` images (image i is images[i % len(images)]) from `concurrency` closed-loop
+    senders sharing `connections` clients from `make_client()` (StreamingClients, like a
+    load generator's workers sharing its connections); one event loop in this thread drives
+    them all, so the load costs little CPU beside the system it measures. After `warmup`
+    unrecorded requests per sender, all start together."""
+    if requests < 1 or concurrency < 1 or connections < 1 or len(images) == 0:
+        raise ValueError("requests, concurrency, connections and images must all be positive")
     concurrency = min(concurrency, requests)
+    return asyncio.run(_drive(make_client, images, requests, concurrency, min(connections, concurrency), warmup,
+                              timeout_s, layout))
+
+
+async def _drive(make_client, images, requests, concurrency, connections, warmup, timeout_s, layout) -> Run:
     samples: list[Sample | None] = [None] * requests
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    barrier = threading.Barrier(concurrency + 1)
     counter = iter(range(requests))
-    lock = threading.Lock()
-
-    def worker(seed: int) -> None:
-        try:
-            client = make_client()
-        except BaseException as exc:  # noqa: BLE001 (handed to the main thread)
-            errors.append(exc)
-            stop.set()
-            barrier.abort()
-            return
-        try:
-            for i in range(warmup):
-                client.classify(images[(seed + i) % len(images)], timeout_s=timeout_s, layout=layout)
-            barrier.wait()
-            while not stop.is_set():
-                with lock:
-                    index = next(counter, None)
-                if index is None:
-                    return
-                result = client.classify(images[index % len(images)], timeout_s=timeout_s, layout=layout)
-                samples[index] = Sample.of(index, result)
-        except threading.BrokenBarrierError:
-            return
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            stop.set()
-            barrier.abort()
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=worker, args=(t,), name=f"nonn-load-{t}", daemon=True)
-               for t in range(concurrency)]
-    for t in threads:
-        t.start()
+    clients = [make_client() for _ in range(connections)]
+    senders = [clients[i % connections] for i in range(concurrency)]
     try:
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            pass
+        async def warm(seed: int, client) -> None:
+            for i in range(warmup):
+                await client.classify(images[(seed + i) % len(images)], timeout_s=timeout_s, layout=layout)
+
+        async def send(client) -> None:
+            while (index := next(counter, None)) is not None:
+                result = await client.classify(images[index % len(images)], timeout_s=timeout_s, layout=layout)
+                samples[index] = Sample.of(index, result)
+
+        await asyncio.gather(*(warm(seed, c) for seed, c in enumerate(senders)))
         start = time.perf_counter()
-        for t in threads:
-            t.join()
+        tasks = [asyncio.ensure_future(send(c)) for c in senders]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
         wall = time.perf_counter() - start
-    except BaseException:
-        stop.set()
-        barrier.abort()
-        raise
-    if errors:
-        raise errors[0]
-    return Run([s for s in samples if s is not None], wall, concurrency)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    return Run([s for s in samples if s is not None], wall, concurrency, connections)
 
 
 def percentiles(values, qs=(50, 90, 99)) -> dict[str, float]:
@@ -129,6 +112,7 @@ def summarize(run: Run) -> dict:
     s = run.samples
     return {
         "concurrency": run.concurrency,
+        "connections": run.connections,
         "requests": len(s),
         "wall_s": run.wall_s,
         "throughput_per_s": run.throughput,
@@ -136,5 +120,6 @@ def summarize(run: Run) -> dict:
         "gateway_ms": percentiles(x.gateway_ms for x in s),
         "slowest_node_compute_ms": percentiles(max(x.compute_ms, default=0.0) for x in s),
         "overhead_ms": percentiles(x.overhead_ms for x in s),
+        "node_batch_size": percentiles(b for x in s for b in x.batch_size),
         "degraded": sum(x.degraded for x in s),
     }

@@ -129,12 +129,12 @@ def deploy_local(run_dir: str | Path, *, insecure: bool = False, deadline_ms: fl
         with LocalCluster(manifest_path, security, rd.path / "logs" / "deploy", deadline_ms=deadline_ms,
                           startup_timeout_s=startup_timeout_s, log=log) as cluster:
             log(f"[deploy] streaming {len(images)} test images through {cluster.address}")
-            stream = drive(cluster.client, images, requests=len(images), concurrency=ACCURACY_CONCURRENCY,
+            stream = drive(cluster.stream_client, images, requests=len(images), concurrency=ACCURACY_CONCURRENCY,
                            timeout_s=timeout_s)
             loads = []
             for c in levels:
                 log(f"[deploy] {requests} requests at concurrency {c}")
-                loads.append(summarize(drive(cluster.client, images, requests=requests, concurrency=c,
+                loads.append(summarize(drive(cluster.stream_client, images, requests=requests, concurrency=c,
                                              warmup=2, timeout_s=timeout_s)))
             rss = cluster.peak_rss()
             processes = cluster.describe()

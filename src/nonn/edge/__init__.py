@@ -18,6 +18,7 @@ _LAZY = {
     "run_gateway": "nonn.edge.gateway",
     "classify": "nonn.edge.client",
     "GatewayClient": "nonn.edge.client",
+    "StreamingClient": "nonn.edge.client",
     "make_certs": "nonn.edge.certs",
     "TLSFiles": "nonn.edge.tls",
     "to_tensor": "nonn.edge.tensors",

@@ -1,7 +1,10 @@
-"""Classify one image through a gateway: `classify("host:port", "cat.png", ...)`."""
+"""Classify images through a gateway: `classify("host:port", "cat.png", ...)` for one image,
+GatewayClient for many calls, StreamingClient (asyncio) for many images over one stream."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Self
@@ -81,6 +84,7 @@ def prediction_to_dict(prediction: pb.Prediction) -> dict:
                 "bytes_received": n.bytes_received,
                 "missing": n.missing,
                 "error": n.error,
+                "batch_size": n.batch_size,
             }
             for n in prediction.nodes
         ],
@@ -126,6 +130,128 @@ class GatewayClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class StreamingClient:
+    """Many images over one ClassifyStream, on the running asyncio loop. `await classify(...)`
+    may be called from many tasks at once: the images they send in the same moment leave in
+    one message, and replies are matched to them by id.
+
+    `tls` is as for GatewayClient. A message on an open stream costs the client and the
+    gateway a fraction of a call: use it for a camera or any steady flow of images.
+    """
+
+    def __init__(self, gateway: str, *, tls=None, insecure: bool = False):
+        options = [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
+        credentials = channel_credentials(tls, insecure)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(gateway, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(gateway, credentials, options=options)
+        self._open = self.channel.stream_stream("/nonn.v1.Gateway/ClassifyStream",
+                                                request_serializer=pb.ClassifyRequests.SerializeToString,
+                                                response_deserializer=pb.ClassifyReplies.FromString)
+        self._call = None
+        self._reader: asyncio.Task | None = None
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._outbox: list[pb.ClassifyRequest] = []
+        self._writing = False
+
+    async def classify(self, image: str | Path | np.ndarray, *, timeout_s: float = 5.0,
+                       layout: str | None = None) -> dict:
+        """The prediction as a dict, plus client_ms; GatewayError on a failure."""
+        pixels, inferred = read_image(image)
+        message = to_message(pixels, layout if layout is not None else inferred)
+        request_id = next(self._ids)
+        request = pb.ClassifyRequest(id=request_id, image=message, timeout_us=max(1, int(timeout_s * 1e6)))
+        future = asyncio.get_running_loop().create_future()
+        start = time.perf_counter()
+        self._waiting[request_id] = future
+        try:
+            if self._call is None:
+                self._start()
+            self._outbox.append(request)
+            if not self._writing:
+                await self._write(self._call)
+            reply = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise GatewayError("DEADLINE_EXCEEDED", f"no reply within {timeout_s * 1000:.0f} ms") from None
+        finally:
+            self._waiting.pop(request_id, None)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if reply.code != 0:
+            name = next((c.name for c in grpc.StatusCode if c.value[0] == reply.code), str(reply.code))
+            raise GatewayError(name, reply.error.strip() or "no details")
+        result = prediction_to_dict(reply.prediction)
+        result["client_ms"] = elapsed
+        return result
+
+    async def _write(self, call) -> None:
+        """Send what waits in the outbox, one message at a time, until it is empty; requests
+        added meanwhile (by other tasks) go together in the next message."""
+        self._writing = True
+        try:
+            while self._outbox:
+                requests, self._outbox = self._outbox, []
+                try:
+                    await call.write(pb.ClassifyRequests(requests=requests))
+                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                    # the stream is over: its status says why
+                    if call is self._call:
+                        self._call = None
+                    error = GatewayError((await call.code()).name,
+                                         (await call.details() or "").strip() or "no details")
+                    for request in requests + self._outbox:
+                        self._fail(request.id, error)
+                    self._outbox = []
+                    return
+        finally:
+            self._writing = False
+
+    def _fail(self, request_id: int, error: BaseException) -> None:
+        future = self._waiting.get(request_id)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def _start(self) -> None:
+        self._call = self._open(wait_for_ready=False)
+        self._reader = asyncio.get_running_loop().create_task(self._read(self._call))
+
+    async def _read(self, call) -> None:
+        error: BaseException | None = None
+        try:
+            async for message in call:
+                for reply in message.replies:
+                    future = self._waiting.get(reply.id)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+        except grpc.aio.AioRpcError as exc:
+            error = GatewayError(exc.code().name, (exc.details() or "").strip() or "no details")
+        except asyncio.CancelledError:
+            error = GatewayError("CANCELLED", "the client is closing")
+        if self._call is call:
+            self._call = None  # the next image opens another stream
+        elif self._call is not None:
+            return  # a newer stream carries the waiting requests
+        error = error or GatewayError("UNAVAILABLE", "the gateway ended the stream")
+        for request_id in list(self._waiting):
+            self._fail(request_id, error)
+
+    async def close(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
 
 def classify(

@@ -56,7 +56,8 @@ def gateway_command(args: argparse.Namespace) -> int:
 
     return run_gateway(args.manifest, args.nodes, args.listen, deadline_s=args.deadline_ms / 1000.0,
                        degraded=args.degraded, tls=_tls(args), insecure=args.insecure, nodes_ca=args.nodes_ca,
-                       max_message_bytes=args.max_message_bytes, intra_op_threads=args.threads)
+                       max_message_bytes=args.max_message_bytes, intra_op_threads=args.threads,
+                       max_batch=args.max_batch)
 
 
 @_user_errors
@@ -136,6 +137,9 @@ def register(subparsers) -> None:
                          help="zero-fill the features of a missing node instead of failing")
     _add_tls(gateway)
     gateway.add_argument("--nodes-ca", metavar="PEM", help="CA to verify the nodes with (default: --tls-ca)")
+    gateway.add_argument("--max-batch", type=int, default=16, metavar="N",
+                         help="images that waited while a node was busy go to it together, up to N per "
+                              "message; 1 sends every image alone (default: %(default)s)")
     gateway.set_defaults(func=gateway_command)
 
     classify = subparsers.add_parser("classify", help="classify an image through a gateway",

@@ -35,6 +35,7 @@ class Manifest:
     head_sha256: str
     head_input: str
     head_output: str
+    node_pixels: bool = False  # the student models carry their normalisation: nodes take uint8 pixels
 
 
 def sha256_file(path: Path) -> str:
@@ -99,6 +100,7 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
             path=path, input_shape=shape, scale=scale, mean=mean, std=std, classes=classes,
             partition_sizes=sizes, students=students, head_file=root / head["file"],
             head_sha256=str(head["sha256"]), head_input=str(head["input"]), head_output=str(head["output"]),
+            node_pixels=raw.get("node_pixels", False) is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)

@@ -16,6 +16,7 @@ from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge import serving
 from nonn.edge.errors import EdgeError, TensorError
+from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import from_tensor, to_tensor
 from nonn.edge.tls import server_credentials
 
@@ -71,7 +72,13 @@ class StudentServicer(pb_grpc.StudentServicer):
         if self.input_dtype is None:
             raise EdgeError(f"model input type {inputs[0].type} is not supported; export it with float32 input")
         self.delay_s = max(0.0, float(delay_ms)) / 1000.0
-        self._expected = f"a {self.input_dtype} tensor of shape {_shape_text(self.input_shape)}"
+        # uint8 pixels are normalised here when the model carries its normalisation
+        self.pixels = Normalisation.from_metadata(session.get_modelmeta().custom_metadata_map)
+        if self.input_dtype != "float32" or (self.pixels is not None and isinstance(self.input_shape[1], int)
+                                             and self.input_shape[1] != self.pixels.channels):
+            self.pixels = None
+        self._allowed = (self.input_dtype,) if self.pixels is None else (self.input_dtype, "uint8")
+        self._expected = f"a {' or '.join(self._allowed)} tensor of shape {_shape_text(self.input_shape)}"
         self._inferences = threading.BoundedSemaphore(max(1, workers))  # model runs at once
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._lock = threading.Lock()
@@ -82,16 +89,18 @@ class StudentServicer(pb_grpc.StudentServicer):
         fits = array.ndim == len(self.input_shape) and all(
             not isinstance(want, int) or want == got for want, got in zip(self.input_shape, array.shape)
         )
-        if not fits or array.dtype.name != self.input_dtype:
+        if not fits or array.dtype.name not in self._allowed:
             raise TensorError(f"expected {self._expected}, got {array.dtype.name} {list(array.shape)}")
 
     def _infer(self, tensor: pb.Tensor):
         """(features, compute microseconds, None) or (None, 0, (status, what is wrong))."""
         try:
-            array = from_tensor(tensor, allowed=(self.input_dtype,))
+            array = from_tensor(tensor, allowed=self._allowed)
             self._check(array)
         except TensorError as exc:
             return None, 0, (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.pixels is not None and array.dtype == np.uint8:
+            array = self.pixels.apply(array)  # not counted as compute: the model's time alone is
         with self._inferences:
             start = time.perf_counter_ns()
             try:

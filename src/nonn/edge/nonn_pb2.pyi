@@ -53,7 +53,7 @@ class Image(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., data: _Optional[bytes] = ..., layout: _Optional[str] = ...) -> None: ...
 
 class NodeTiming(_message.Message):
-    __slots__ = ("index", "address", "compute_ms", "round_trip_ms", "bytes_sent", "bytes_received", "missing", "error")
+    __slots__ = ("index", "address", "compute_ms", "round_trip_ms", "bytes_sent", "bytes_received", "missing", "error", "batch_size")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class NodeTiming(_message.Message):
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     index: int
     address: str
     compute_ms: float
@@ -70,7 +71,8 @@ class NodeTiming(_message.Message):
     bytes_received: int
     missing: bool
     error: str
-    def __init__(self, index: _Optional[int] = ..., address: _Optional[str] = ..., compute_ms: _Optional[float] = ..., round_trip_ms: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., missing: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    batch_size: int
+    def __init__(self, index: _Optional[int] = ..., address: _Optional[str] = ..., compute_ms: _Optional[float] = ..., round_trip_ms: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., missing: _Optional[bool] = ..., error: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("label", "class_name", "probabilities", "logits", "nodes", "bytes_sent", "bytes_received", "degraded", "missing_nodes", "gateway_ms", "head_ms")
@@ -97,3 +99,37 @@ class Prediction(_message.Message):
     gateway_ms: float
     head_ms: float
     def __init__(self, label: _Optional[int] = ..., class_name: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., logits: _Optional[_Iterable[float]] = ..., nodes: _Optional[_Iterable[_Union[NodeTiming, _Mapping]]] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., degraded: _Optional[bool] = ..., missing_nodes: _Optional[_Iterable[str]] = ..., gateway_ms: _Optional[float] = ..., head_ms: _Optional[float] = ...) -> None: ...
+
+class ClassifyRequests(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ClassifyRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ClassifyRequest, _Mapping]]] = ...) -> None: ...
+
+class ClassifyReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[ClassifyReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[ClassifyReply, _Mapping]]] = ...) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("id", "image", "timeout_us")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_US_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    image: Image
+    timeout_us: int
+    def __init__(self, id: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., timeout_us: _Optional[int] = ...) -> None: ...
+
+class ClassifyReply(_message.Message):
+    __slots__ = ("id", "prediction", "code", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    prediction: Prediction
+    code: int
+    error: str
+    def __init__(self, id: _Optional[int] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...

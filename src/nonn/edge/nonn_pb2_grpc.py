@@ -50,8 +50,10 @@ class StudentServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Features(self, request, context):
-        """Runs the student on a batch of normalised images [N, C, H, W] and answers its pooled
-        features [N, n_k]. The trailing metadata "nonn-compute-us" carries the model's compute
+        """Runs the student on a batch of images [N, C, H, W] and answers its pooled features
+        [N, n_k]. The images are either normalised float32, or uint8 pixels when the model file
+        carries its normalisation (`nonn export` writes it; the manifest says "node_pixels"):
+        a quarter of the bytes on the link. The trailing metadata "nonn-compute-us" carries the model's compute
         time in microseconds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -161,6 +163,11 @@ class GatewayStub:
                 request_serializer=nonn_dot_edge_dot_nonn__pb2.Image.SerializeToString,
                 response_deserializer=nonn_dot_edge_dot_nonn__pb2.Prediction.FromString,
                 _registered_method=True)
+        self.ClassifyStream = channel.stream_stream(
+                '/nonn.v1.Gateway/ClassifyStream',
+                request_serializer=nonn_dot_edge_dot_nonn__pb2.ClassifyRequests.SerializeToString,
+                response_deserializer=nonn_dot_edge_dot_nonn__pb2.ClassifyReplies.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -172,6 +179,18 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClassifyStream(self, request_iterator, context):
+        """Many classifications over one long-lived stream (a camera, an application server, a
+        load generator): a message on an open stream costs a fraction of a call. Each message
+        carries every image the client had ready, each reply message every answer the gateway
+        had ready, so that under load one message serves many images; nothing waits to fill a
+        message. Requests are handled concurrently and answered by id, possibly out of order; a
+        failed request is answered with its status and the stream stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +198,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=nonn_dot_edge_dot_nonn__pb2.Image.FromString,
                     response_serializer=nonn_dot_edge_dot_nonn__pb2.Prediction.SerializeToString,
+            ),
+            'ClassifyStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ClassifyStream,
+                    request_deserializer=nonn_dot_edge_dot_nonn__pb2.ClassifyRequests.FromString,
+                    response_serializer=nonn_dot_edge_dot_nonn__pb2.ClassifyReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -208,6 +232,33 @@ class Gateway:
             '/nonn.v1.Gateway/Classify',
             nonn_dot_edge_dot_nonn__pb2.Image.SerializeToString,
             nonn_dot_edge_dot_nonn__pb2.Prediction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nonn.v1.Gateway/ClassifyStream',
+            nonn_dot_edge_dot_nonn__pb2.ClassifyRequests.SerializeToString,
+            nonn_dot_edge_dot_nonn__pb2.ClassifyReplies.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,291 @@
+"""The gateway's side of one node: a long-lived FeaturesStream, with the images that wait while
+the node is busy sent together as one batch.
+
+An image goes to an idle node at once, alone. Images that arrive while the node computes
+wait in the link and leave together, in one message, when its reply comes back: at low
+load every image travels alone, at high load the per-message cost of gRPC is shared by the
+batch, and nothing ever waits for a batch to fill. Over a slow link a full batch does not
+wait for the reply either, so that the link stays busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections import deque
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from nonn.edge import nonn_pb2 as pb
+from nonn.edge.errors import TensorError
+from nonn.edge.node import COMPUTE_TIME_KEY
+from nonn.edge.tensors import dtype_name, from_tensor
+
+FEATURES_METHOD = "/nonn.v1.Student/Features"
+STREAM_METHOD = "/nonn.v1.Student/FeaturesStream"
+MAX_BATCH = 16
+MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered
+_OK = grpc.StatusCode.OK
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class Job:
+    """One image for one node; `future` gets the node's Answer."""
+
+    __slots__ = ("created", "deadline", "dropped", "future", "x")
+
+    def __init__(self, x: np.ndarray, future: asyncio.Future, deadline: float):
+        self.x, self.future, self.deadline = x, future, deadline  # deadline on the loop's clock
+        self.created = time.perf_counter()
+        self.dropped = False
+
+
+class Answer:
+    """What a node answered for one image (or why it did not)."""
+
+    __slots__ = ("batch_size", "bytes_received", "bytes_sent", "code", "compute_us", "details", "done",
+                 "features")
+
+    def __init__(self, code: grpc.StatusCode, details: str = "", features: np.ndarray | None = None,
+                 compute_us: int = 0, batch_size: int = 0, bytes_sent: int = 0, bytes_received: int = 0):
+        self.code, self.details, self.features = code, details, features
+        self.compute_us, self.batch_size = compute_us, batch_size
+        self.bytes_sent, self.bytes_received = bytes_sent, bytes_received
+        self.done = time.perf_counter()
+
+
+class NodeLink:
+    """Sends jobs to one node in batches and hands each job its row of the reply.
+
+    A broken stream fails the batches on it and is opened again by the next batch, once the
+    channel has reconnected. A node that refuses the stream (UNIMPLEMENTED: an older runtime;
+    RESOURCE_EXHAUSTED: too many streams) is called with Features instead."""
+
+    def __init__(self, channel: grpc.aio.Channel, features: int, *, max_batch: int = MAX_BATCH,
+                 max_in_flight: int = MAX_IN_FLIGHT, describe: str = ""):
+        self._open_stream = channel.stream_stream(STREAM_METHOD, request_serializer=None,
+                                                  response_deserializer=None)
+        self._features_call = channel.unary_unary(FEATURES_METHOD, request_serializer=None,
+                                                  response_deserializer=None)
+        self.features = int(features)
+        self.max_batch = max(1, int(max_batch))
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.describe = describe  # e.g. "is it serving student_0.onnx?"
+        self._outbox: asyncio.Queue | None = None
+        self._call = None
+        self._pending: deque[Job] = deque()
+        self._batches: dict[int, tuple[object, list[Job], int]] = {}  # id -> (call or None, jobs, bytes sent)
+        self._ids = itertools.count(1)
+        self._closing = False
+        self._pump_soon = False
+        self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+        self.streams = True  # False once the node refused the stream
+
+    # -- what the gateway calls ------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; it leaves at the end of this turn of the loop, together with the jobs
+        queued in the same turn (the images of one client message) when the node is idle."""
+        self._pending.append(job)
+        if not self._pump_soon:
+            self._pump_soon = True
+            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_soon = False
+        self._pump()
+
+    @staticmethod
+    def forget(job: Job) -> None:
+        """The job's deadline passed: it is not sent if it still waits, and a late reply is dropped."""
+        job.dropped = True
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._call is not None:
+            self._call.cancel()
+        while self._pending:
+            self._resolve(self._pending.popleft(), Answer(grpc.StatusCode.CANCELLED, "the gateway is stopping"))
+
+    # -- batching ----------------------------------------------------------------------------
+
+    def _take(self) -> list[Job]:
+        """The waiting jobs that go together: up to max_batch, oldest first, of one dtype."""
+        jobs: list[Job] = []
+        while self._pending and len(jobs) < self.max_batch:
+            job = self._pending[0]
+            if job.dropped or job.future.done():
+                self._pending.popleft()
+                continue
+            if jobs and job.x.dtype != jobs[0].x.dtype:
+                break
+            jobs.append(self._pending.popleft())
+        return jobs
+
+    def _pump(self) -> None:
+        """Send the waiting jobs: to an idle node at once; to a busy one only a full batch."""
+        if self._closing:
+            return
+        while self._pending and len(self._batches) < self.max_in_flight:
+            if self._batches and self._live_pending() < self.max_batch:
+                return  # they leave together when the node answers
+            jobs = self._take()
+            if not jobs:
+                return
+            self._send(jobs)
+
+    def _live_pending(self) -> int:
+        return sum(1 for job in self._pending if not (job.dropped or job.future.done()))
+
+    def _send(self, jobs: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        x = jobs[0].x if len(jobs) == 1 else np.concatenate([job.x for job in jobs])
+        tensor = pb.Tensor(shape=x.shape, dtype=dtype_name(x.dtype), data=x.tobytes())
+        timeout = max(0.0, max(job.deadline for job in jobs) - loop.time())
+        batch_id = next(self._ids)
+        if not self.streams:
+            self._batches[batch_id] = (None, jobs, tensor.ByteSize())
+            self._spawn(self._call_features(batch_id, tensor, timeout))
+            return
+        if self._outbox is None:
+            self._open()
+        self._batches[batch_id] = (self._call, jobs, tensor.ByteSize())
+        request = pb.FeaturesRequest(id=batch_id, tensor=tensor, timeout_us=max(1, int(timeout * 1e6)))
+        self._outbox.put_nowait(request.SerializeToString())
+
+    def _finish(self, batch_id: int, answer_of) -> None:
+        """A batch's reply is in: answer each job, send what waits."""
+        entry = self._batches.pop(batch_id, None)
+        if entry is None:
+            return
+        _, jobs, nbytes = entry
+        for row, job in enumerate(jobs):
+            self._resolve(job, answer_of(row, len(jobs), nbytes))
+        self._pump()
+
+    @staticmethod
+    def _resolve(job: Job, answer: Answer) -> None:
+        if not job.future.done():
+            job.future.set_result(answer)
+
+    def _answers(self, code: grpc.StatusCode, details: str, tensor: pb.Tensor | None, compute_us: int):
+        """A function (row, batch size, bytes sent) -> that row's Answer, from one reply."""
+        if code is not _OK:
+            return lambda row, n, sent: Answer(code, details)
+        try:
+            features = from_tensor(tensor, allowed=("float32",))
+        except TensorError as exc:
+            problem = f"sent bad features: {exc}"
+            return lambda row, n, sent: Answer(grpc.StatusCode.FAILED_PRECONDITION, problem)
+        received = tensor.ByteSize()
+
+        def answer(row: int, n: int, sent: int) -> Answer:
+            if features.shape != (n, self.features):
+                return Answer(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"sent features of shape {list(features.shape)}, expected [{n}, {self.features}]"
+                              + (f"; {self.describe}" if self.describe else ""))
+            # each image is charged its share of the batch's bytes
+            return Answer(_OK, "", features[row:row + 1], compute_us, n, math.ceil(sent / n),
+                          math.ceil(received / n))
+
+        return answer
+
+    # -- the streams ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        outbox: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            # Write nothing before the node has accepted the stream: a write racing its refusal
+            # would turn the refusal (UNIMPLEMENTED, RESOURCE_EXHAUSTED) into INTERNAL.
+            await call.initial_metadata()
+            if call.done():
+                return
+            while (payload := await outbox.get()) is not None:
+                yield payload
+
+        call = self._open_stream(requests(), wait_for_ready=False)
+        self._outbox, self._call = outbox, call
+        self._spawn(self._read(call, outbox))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, call, outbox: asyncio.Queue) -> None:
+        code, details = grpc.StatusCode.UNAVAILABLE, "closed the stream"
+        try:
+            async for raw in call:
+                try:
+                    reply = pb.FeaturesReply.FromString(raw)
+                except DecodeError as exc:
+                    code, details = grpc.StatusCode.FAILED_PRECONDITION, f"sent a malformed reply: {exc}"
+                    call.cancel()
+                    break
+                answer_code = _CODES.get(reply.code, grpc.StatusCode.UNKNOWN)
+                self._finish(reply.id, self._answers(answer_code, reply.error,
+                                                     reply.features if reply.code == 0 else None, reply.compute_us))
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+        except asyncio.CancelledError:
+            code, details = grpc.StatusCode.CANCELLED, "the gateway is stopping"
+        except Exception as exc:  # noqa: BLE001 (never leave a job waiting on a dead stream)
+            code, details = grpc.StatusCode.UNAVAILABLE, f"the stream failed: {exc!r}"
+        self._closed(call, outbox, code, details)
+
+    def _closed(self, call, outbox: asyncio.Queue, code: grpc.StatusCode, details: str) -> None:
+        """The stream ended: its batches fail with `code`, or go to Features when the node
+        refused the stream; the next batch opens another stream."""
+        outbox.put_nowait(None)
+        if self._call is call:
+            self._outbox, self._call = None, None
+        mine = [batch_id for batch_id, (on, _, _) in self._batches.items() if on is call]
+        jobs = [job for batch_id in mine for job in self._batches.pop(batch_id)[1]]
+        if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED) and not self._closing:
+            self.streams = False  # an older node, or one serving too many streams
+            self._pending.extendleft(reversed(jobs))
+            self._pump()
+            return
+        if self._closing:
+            code, details = grpc.StatusCode.CANCELLED, "the gateway is stopping"
+        elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION):
+            # The node's verdict on a batch travels in its reply; a stream that ends
+            # otherwise (the node stopping, a broken connection) means the link is gone.
+            code, details = grpc.StatusCode.UNAVAILABLE, f"the stream broke: {code.name}: {details}"
+        for job in jobs:
+            self._resolve(job, Answer(code, details))
+        self._pump()
+
+    async def _call_features(self, batch_id: int, tensor: pb.Tensor, timeout: float) -> None:
+        call = self._features_call(tensor.SerializeToString(), timeout=max(timeout, 1e-3), wait_for_ready=False)
+        try:
+            raw = await call
+            metadata = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            answers = self._answers(exc.code(), exc.details() or "", None, 0)
+        except asyncio.CancelledError:
+            answers = self._answers(grpc.StatusCode.CANCELLED, "the gateway is stopping", None, 0)
+        else:
+            try:
+                reply = pb.Tensor.FromString(raw)
+            except DecodeError as exc:
+                answers = self._answers(grpc.StatusCode.FAILED_PRECONDITION, f"sent a malformed reply: {exc}",
+                                        None, 0)
+            else:
+                answers = self._answers(_OK, "", reply, _compute_us(metadata))
+        self._finish(batch_id, answers)
+
+
+def _compute_us(metadata) -> int:
+    for key, value in metadata or ():
+        if key == COMPUTE_TIME_KEY:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0

@@ -1,0 +1,133 @@
+"""ClassifyStream and batching: many images over one stream, each answered by id with its own
+prediction; the images that wait while a node is busy travel to it together."""
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+from edge_support import IMAGE, SHAPE, free_port, reference
+
+from nonn.edge import nonn_pb2 as pb
+from nonn.edge import nonn_pb2_grpc as pb_grpc
+from nonn.edge.client import StreamingClient, to_message
+from nonn.edge.errors import GatewayError
+from nonn.edge.gateway import MAX_IN_FLIGHT_PER_STREAM
+
+TIMEOUT = 10.0
+IMAGES = np.random.default_rng(11).integers(0, 256, size=(16, SHAPE[1], SHAPE[2], SHAPE[0]), dtype=np.uint8)
+
+
+async def _classify_all(address: str, images, **kwargs) -> list[dict]:
+    async with StreamingClient(address, insecure=True) as client:
+        return await asyncio.gather(*(client.classify(image, layout="HWC", **kwargs) for image in images))
+
+
+@pytest.mark.parametrize("max_batch", [16, 1])
+def test_concurrent_images_keep_their_own_answers(gateways, pixel_nodes, pixel_artifacts, max_batch):
+    address = gateways(pixel_artifacts.manifest, pixel_nodes, insecure=True, max_batch=max_batch)
+    results = asyncio.run(_classify_all(address, IMAGES, timeout_s=TIMEOUT))
+    for image, result in zip(IMAGES, results):
+        np.testing.assert_allclose(result["logits"], reference(pixel_artifacts, image), atol=1e-5)
+        assert result["client_ms"] > 0 and not result["degraded"]
+    sizes = [n["batch_size"] for r in results for n in r["nodes"]]
+    assert min(sizes) >= 1 and max(sizes) <= max_batch
+    if max_batch > 1:
+        # sent in the same moment, the images wait for a busy node and go to it together
+        assert max(sizes) > 1
+        batched = [n for r in results for n in r["nodes"] if n["batch_size"] > 1]
+        # each image is charged its share of its batch's bytes: less than a lone image costs
+        assert all(n["bytes_sent"] < int(np.prod(SHAPE)) + 64 for n in batched)
+    else:
+        assert set(sizes) == {1}
+
+
+def test_stream_answers_by_id_and_survives_a_bad_request(gateways, shared_nodes, artifacts):
+    address = gateways(artifacts.manifest, shared_nodes, insecure=True)
+    bad = pb.Image(shape=[7, 7, 3], dtype="uint8", data=bytes(7 * 7 * 3), layout="HWC")
+    first = pb.ClassifyRequests(requests=[pb.ClassifyRequest(id=1, image=to_message(IMAGES[0], "HWC")),
+                                          pb.ClassifyRequest(id=2, image=bad),
+                                          pb.ClassifyRequest(id=3, image=to_message(IMAGES[1], "HWC"))])
+    second = pb.ClassifyRequests(requests=[pb.ClassifyRequest(id=4, image=to_message(IMAGES[2], "HWC"))])
+    with grpc.insecure_channel(address) as channel:
+        replies = list(pb_grpc.GatewayStub(channel).ClassifyStream(iter([first, second]), timeout=TIMEOUT))
+    by_id = {r.id: r for message in replies for r in message.replies}
+    assert sorted(by_id) == [1, 2, 3, 4]
+    assert by_id[2].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not by_id[2].HasField("prediction")
+    assert "expected an image of 8x8 pixels" in by_id[2].error
+    for request_id, image in ((1, IMAGES[0]), (3, IMAGES[1]), (4, IMAGES[2])):
+        assert by_id[request_id].code == 0
+        np.testing.assert_allclose(by_id[request_id].prediction.logits, reference(artifacts, image), atol=1e-5)
+
+
+def test_a_slow_node_is_named_in_the_reply_within_the_request_timeout(gateways, processes, shared_nodes, artifacts):
+    _, slow = processes.node(artifacts.students[1], "--delay-ms", "400")
+    address = gateways(artifacts.manifest, [shared_nodes[0], slow], insecure=True, deadline_s=5.0)
+
+    async def run():
+        async with StreamingClient(address, insecure=True) as client:
+            start = time.monotonic()
+            with pytest.raises(GatewayError) as info:
+                await client.classify(IMAGE, timeout_s=0.3, layout="HWC")
+            return info.value, time.monotonic() - start
+
+    error, elapsed = asyncio.run(run())
+    assert error.code == "DEADLINE_EXCEEDED"
+    assert f"node 1 ({slow}) did not answer" in error.details or "no reply within 300 ms" in error.details
+    assert elapsed < 2.0
+
+
+def test_more_images_in_flight_than_a_stream_takes_are_refused_one_by_one(gateways, processes, shared_nodes,
+                                                                          artifacts):
+    _, slow = processes.node(artifacts.students[1], "--delay-ms", "200")
+    address = gateways(artifacts.manifest, [shared_nodes[0], slow], insecure=True)
+    extra = 3
+    results = asyncio.run(_gather_outcomes(address, [IMAGE] * (MAX_IN_FLIGHT_PER_STREAM + extra)))
+    refused = [r for r in results if isinstance(r, GatewayError)]
+    assert len(refused) == extra and all(e.code == "RESOURCE_EXHAUSTED" for e in refused)
+    assert "open another stream" in refused[0].details
+    assert sum(isinstance(r, dict) for r in results) == MAX_IN_FLIGHT_PER_STREAM
+
+
+async def _gather_outcomes(address, images):
+    async with StreamingClient(address, insecure=True) as client:
+        return await asyncio.gather(*(client.classify(i, timeout_s=TIMEOUT, layout="HWC") for i in images),
+                                    return_exceptions=True)
+
+
+def test_a_gateway_that_is_down_is_unavailable_at_once():
+    async def run():
+        async with StreamingClient(f"127.0.0.1:{free_port()}", insecure=True) as client:
+            start = time.monotonic()
+            with pytest.raises(GatewayError) as info:
+                await client.classify(IMAGE, timeout_s=TIMEOUT)
+            return info.value, time.monotonic() - start
+
+    error, elapsed = asyncio.run(run())
+    assert error.code == "UNAVAILABLE" and elapsed < TIMEOUT / 2
+
+
+def test_the_client_opens_a_new_stream_after_the_gateway_restarts(gateways, shared_nodes, artifacts):
+    from nonn.edge.gateway import serve_gateway
+
+    port = free_port()
+    server, _ = serve_gateway(artifacts.manifest, shared_nodes, f"127.0.0.1:{port}", insecure=True)
+
+    async def run():
+        async with StreamingClient(f"127.0.0.1:{port}", insecure=True) as client:
+            first = await client.classify(IMAGE, timeout_s=TIMEOUT)
+            await asyncio.to_thread(server.stop, 0)
+            with pytest.raises(GatewayError):
+                await client.classify(IMAGE, timeout_s=TIMEOUT)
+            gateways(artifacts.manifest, shared_nodes, f"127.0.0.1:{port}", insecure=True)
+            for _ in range(50):  # the channel reconnects with backoff
+                try:
+                    return first, await client.classify(IMAGE, timeout_s=TIMEOUT)
+                except GatewayError:
+                    await asyncio.sleep(0.1)
+            raise AssertionError("the client never reached the restarted gateway")
+
+    first, again = asyncio.run(run())
+    assert first["label"] == again["label"]
+    np.testing.assert_allclose(again["logits"], reference(artifacts), atol=1e-5)
