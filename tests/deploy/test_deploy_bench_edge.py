@@ -1,6 +1,7 @@
 """`nonn bench-edge` with tiny untrained architectures: every figure is there and adds up (no timing limits)."""
 
 import json
+import os
 
 import pytest
 from deploy_support import pid_alive
@@ -40,3 +41,5 @@ def test_bench_edge_reports_consistent_figures(tmp_path, capsys):
     # each node receives the 1x8x8 image as uint8 pixels, not as 256 bytes of float32
     assert all(64 <= n["gateway_to_node"] < 4 * 64 for n in r["bytes_per_inference"]["per_node"])
     assert not [p["pid"] for p in r["processes"] if pid_alive(p["pid"])]
+    cores = sorted(os.sched_getaffinity(0))  # node k ran on core k (mod the cores), as the ceiling's worker k
+    assert [p["cpu"] for p in r["processes"] if p["role"] == "node"] == [str(cores[k % len(cores)]) for k in (0, 1)]

@@ -34,8 +34,10 @@ def test_concurrent_images_keep_their_own_answers(gateways, pixel_nodes, pixel_a
     sizes = [n["batch_size"] for r in results for n in r["nodes"]]
     assert min(sizes) >= 1 and max(sizes) <= max_batch
     if max_batch > 1:
-        # sent in the same moment, the images wait for a busy node and go to it together
+        # sent in the same moment, the images wait for a busy node and go to it together,
+        # in the same batch to every node
         assert max(sizes) > 1
+        assert all(r["nodes"][0]["batch_size"] == r["nodes"][1]["batch_size"] for r in results)
         batched = [n for r in results for n in r["nodes"] if n["batch_size"] > 1]
         # each image is charged its share of its batch's bytes: less than a lone image costs
         assert all(n["bytes_sent"] < int(np.prod(SHAPE)) + 64 for n in batched)
@@ -131,3 +133,24 @@ def test_the_client_opens_a_new_stream_after_the_gateway_restarts(gateways, shar
     first, again = asyncio.run(run())
     assert first["label"] == again["label"]
     np.testing.assert_allclose(again["logits"], reference(artifacts), atol=1e-5)
+
+
+def test_a_hung_node_does_not_hold_back_the_next_images_in_degraded_mode(gateways, processes, shared_nodes,
+                                                                       artifacts):
+    """Images wait for busy nodes, but not for a node whose every image already gave up."""
+    _, hung = processes.node(artifacts.students[1], "--delay-ms", "5000")
+    address = gateways(artifacts.manifest, [shared_nodes[0], hung], insecure=True, deadline_s=0.3, degraded=True)
+
+    async def run():
+        async with StreamingClient(address, insecure=True) as client:
+            results = []
+            for image in IMAGES[:3]:
+                start = time.monotonic()
+                results.append((await client.classify(image, timeout_s=TIMEOUT, layout="HWC"),
+                                time.monotonic() - start))
+            return results
+
+    for (result, elapsed), image in zip(asyncio.run(run()), IMAGES):
+        assert result["degraded"] and result["missing_nodes"] == [hung]
+        assert elapsed < 1.5  # the deadline, not the hung node's 10 s
+        np.testing.assert_allclose(result["logits"], reference(artifacts, image, missing=[1]), atol=1e-5)

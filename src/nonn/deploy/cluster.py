@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -24,6 +25,11 @@ def ensure_certs(directory: Path, nodes: int) -> Path:
     if not complete:
         make_certs(directory, nodes, overwrite=True)
     return directory
+
+
+def node_cores() -> list[int]:
+    """The cores this process may use, in order (empty where affinity is not supported)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 @dataclass
@@ -64,10 +70,11 @@ class LocalCluster:
     """Nodes then gateway, each its own OS process; close() stops them all (also as a context manager)."""
 
     def __init__(self, manifest: Path, security: Security, logdir: Path, *, deadline_ms: float = 1000.0,
-                 startup_timeout_s: float = STARTUP_TIMEOUT_S, log=print):
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S, pin_nodes: bool = True, log=print):
         self.manifest = Path(manifest)
         self.security = security
         self.deadline_ms = float(deadline_ms)
+        self.pin_nodes = pin_nodes  # node k on core k (mod the cores): one core each, like one board each
         self.log = log
         self.processes = ChildProcesses(logdir, startup_timeout_s=startup_timeout_s)
         self.nodes: list[Child] = []
@@ -96,6 +103,7 @@ class LocalCluster:
             raise DeployError(f"--deadline-ms must be positive, got {self.deadline_ms:g}")
         models = self.student_files()
         self.nodes = [self.processes.spawn(f"node {k}", ["node", "--model", str(model), "--listen", f"{HOST}:0",
+                                                        *self.node_cpu_args(k),
                                                         *self.security.server_args(f"node_{k}")])
                       for k, model in enumerate(models)]
         self.processes.await_ready(self.nodes)
@@ -106,6 +114,12 @@ class LocalCluster:
                         "--listen", f"{HOST}:0", "--deadline-ms", f"{self.deadline_ms:g}",
                         *self.security.server_args("gateway")])
         self.log(f"[deploy] gateway pid {self.gateway.pid} serving on {self.gateway.address} ({self.security.mode})")
+
+    def node_cpu_args(self, k: int) -> list[str]:
+        cores = node_cores()
+        if not self.pin_nodes or not cores:
+            return []
+        return ["--cpu", str(cores[k % len(cores)])]
 
     @property
     def address(self) -> str:
@@ -122,7 +136,8 @@ class LocalCluster:
 
     def describe(self) -> list[dict]:
         """role, index, pid and address of every process (the client, this process, is not listed)."""
-        rows = [{"role": "node", "index": k, "pid": n.pid, "address": n.address} for k, n in enumerate(self.nodes)]
+        rows = [{"role": "node", "index": k, "pid": n.pid, "address": n.address,
+                 "cpu": (self.node_cpu_args(k) or [None, None])[1]} for k, n in enumerate(self.nodes)]
         if self.gateway is not None:
             rows.append({"role": "gateway", "index": None, "pid": self.gateway.pid, "address": self.gateway.address})
         return rows

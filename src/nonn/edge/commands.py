@@ -40,6 +40,10 @@ def node_command(args: argparse.Namespace) -> int:
     from nonn.edge.grpc_io import use_polling_io
 
     use_polling_io()  # before grpc is imported
+    if args.cpu is not None:
+        from nonn.edge.affinity import parse_cpus, pin_process
+
+        pin_process(parse_cpus(args.cpu))  # before any thread starts: they all inherit it
     from nonn.edge.node import run_node
 
     return run_node(args.model, args.listen, tls=_tls(args), insecure=args.insecure,
@@ -122,6 +126,9 @@ def register(subparsers) -> None:
     _add_server(node, 50051)
     node.add_argument("--delay-ms", type=float, default=0.0, metavar="MS",
                       help="emulated link delay, applied to each request and each reply (default: 0)")
+    node.add_argument("--cpu", metavar="CORES",
+                      help="run only on these cores, like 1 or 0-1 (Linux): several nodes on one machine then "
+                           "each keep a core and its caches, as on their own boards")
     _add_tls(node)
     node.set_defaults(func=node_command)
 

@@ -19,9 +19,10 @@ from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge import serving
 from nonn.edge.errors import EdgeError, TensorError
+from nonn.edge.fan_out import MAX_BATCH, FanOut
 from nonn.edge.manifest import Manifest, load_manifest
 from nonn.edge.node import load_session
-from nonn.edge.node_link import MAX_BATCH, Job, NodeLink
+from nonn.edge.node_link import Job, NodeLink
 from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import decode_array
 from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
@@ -99,6 +100,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self._options = node_channel_options(max_message_bytes)
         self.channels: list[grpc.aio.Channel] = []
         self.links: list[NodeLink] = []
+        self.fan_out: FanOut | None = None
 
     async def open(self) -> None:
         """Open one channel per node on the running loop (they connect on first use)."""
@@ -108,11 +110,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             else:
                 channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
             self.channels.append(channel)
-            self.links.append(NodeLink(channel, self._sizes[k], max_batch=self.max_batch,
+            self.links.append(NodeLink(channel, self._sizes[k],
                                        describe=f"is it serving {self.manifest.students[k].file.name}?"))
+        self.fan_out = FanOut(self.links, max_batch=self.max_batch)
+        for link in self.links:
+            link.on_idle = self.fan_out.pump
 
     async def aclose(self) -> None:
         channels, links, self.channels, self.links = self.channels, self.links, [], []
+        if self.fan_out is not None:
+            self.fan_out.close()
         for link in links:
             await link.close()
         for channel in channels:
@@ -220,6 +227,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         async def read() -> None:
             try:
                 async for message in request_iterator:
+                    if self.fan_out is not None:
+                        self.fan_out.expect(min(len(message.requests), MAX_IN_FLIGHT_PER_STREAM - len(tasks)))
                     for request in message.requests:
                         if len(tasks) >= MAX_IN_FLIGHT_PER_STREAM:
                             answer(pb.ClassifyReply(
@@ -313,20 +322,18 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 waiter.set_result(True)
 
         deadline = loop.time() + timeout
-        jobs = []
-        for link in self.links:
-            job = Job(x, loop.create_future(), deadline)
+        jobs = [Job(x, loop.create_future(), deadline) for _ in self.links]
+        for job in jobs:
             job.future.add_done_callback(finished)
-            jobs.append(job)
-            link.submit(job)
+        self.fan_out.submit(jobs)
         timer = loop.call_at(deadline, lambda: waiter.done() or waiter.set_result(False))
         try:
             woken = await waiter
         finally:
             timer.cancel()
-            for link, job in zip(self.links, jobs):
+            for job in jobs:
                 if not job.future.done():
-                    link.forget(job)
+                    job.dropped = True  # not sent if it still waits; a late answer is dropped
                     job.future.cancel()
         results = []
         for k, job in enumerate(jobs):

@@ -1,11 +1,5 @@
-"""The gateway's side of one node: a long-lived FeaturesStream, with the images that wait while
-the node is busy sent together as one batch.
-
-An image goes to an idle node at once, alone. Images that arrive while the node computes
-wait in the link and leave together, in one message, when its reply comes back: at low
-load every image travels alone, at high load the per-message cost of gRPC is shared by the
-batch, and nothing ever waits for a batch to fill. Over a slow link a full batch does not
-wait for the reply either, so that the link stays busy.
+"""The gateway's side of one node: batches of images over a long-lived FeaturesStream, each
+reply split back into one answer per image. fan_out.py decides what is sent when.
 """
 
 from __future__ import annotations
@@ -14,7 +8,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections import deque
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -27,8 +21,6 @@ from nonn.edge.tensors import dtype_name, from_tensor
 
 FEATURES_METHOD = "/nonn.v1.Student/Features"
 STREAM_METHOD = "/nonn.v1.Student/FeaturesStream"
-MAX_BATCH = 16
-MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered
 _OK = grpc.StatusCode.OK
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -59,87 +51,54 @@ class Answer:
 
 
 class NodeLink:
-    """Sends jobs to one node in batches and hands each job its row of the reply.
+    """Sends batches of jobs to one node and hands each job its row of the reply.
 
     A broken stream fails the batches on it and is opened again by the next batch, once the
     channel has reconnected. A node that refuses the stream (UNIMPLEMENTED: an older runtime;
-    RESOURCE_EXHAUSTED: too many streams) is called with Features instead."""
+    RESOURCE_EXHAUSTED: too many streams) is called with Features instead. `on_idle()` runs
+    whenever a batch is done."""
 
-    def __init__(self, channel: grpc.aio.Channel, features: int, *, max_batch: int = MAX_BATCH,
-                 max_in_flight: int = MAX_IN_FLIGHT, describe: str = ""):
+    def __init__(self, channel: grpc.aio.Channel, features: int, *, describe: str = "",
+                 on_idle: Callable[[], None] = lambda: None):
         self._open_stream = channel.stream_stream(STREAM_METHOD, request_serializer=None,
                                                   response_deserializer=None)
         self._features_call = channel.unary_unary(FEATURES_METHOD, request_serializer=None,
                                                   response_deserializer=None)
         self.features = int(features)
-        self.max_batch = max(1, int(max_batch))
-        self.max_in_flight = max(1, int(max_in_flight))
         self.describe = describe  # e.g. "is it serving student_0.onnx?"
+        self.on_idle = on_idle
         self._outbox: asyncio.Queue | None = None
         self._call = None
-        self._pending: deque[Job] = deque()
         self._batches: dict[int, tuple[object, list[Job], int]] = {}  # id -> (call or None, jobs, bytes sent)
         self._ids = itertools.count(1)
         self._closing = False
-        self._pump_soon = False
         self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self.streams = True  # False once the node refused the stream
 
-    # -- what the gateway calls ------------------------------------------------------------
+    # -- what the fan-out calls ---------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        """Queue a job; it leaves at the end of this turn of the loop, together with the jobs
-        queued in the same turn (the images of one client message) when the node is idle."""
-        self._pending.append(job)
-        if not self._pump_soon:
-            self._pump_soon = True
-            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet answered."""
+        return len(self._batches)
 
-    def _scheduled_pump(self) -> None:
-        self._pump_soon = False
-        self._pump()
+    @property
+    def busy(self) -> bool:
+        """Whether some image the gateway still waits for is with the node (batches whose
+        images all gave up, a hung node's, do not count)."""
+        return any(not job.future.done() for _, jobs, _ in self._batches.values() for job in jobs)
 
-    @staticmethod
-    def forget(job: Job) -> None:
-        """The job's deadline passed: it is not sent if it still waits, and a late reply is dropped."""
-        job.dropped = True
+    def send(self, jobs: list[Job]) -> None:
+        """Send the jobs (same dtype) to the node as one batch."""
+        if not self._closing:
+            self._send(jobs)
 
     async def close(self) -> None:
         self._closing = True
         if self._call is not None:
             self._call.cancel()
-        while self._pending:
-            self._resolve(self._pending.popleft(), Answer(grpc.StatusCode.CANCELLED, "the gateway is stopping"))
 
-    # -- batching ----------------------------------------------------------------------------
-
-    def _take(self) -> list[Job]:
-        """The waiting jobs that go together: up to max_batch, oldest first, of one dtype."""
-        jobs: list[Job] = []
-        while self._pending and len(jobs) < self.max_batch:
-            job = self._pending[0]
-            if job.dropped or job.future.done():
-                self._pending.popleft()
-                continue
-            if jobs and job.x.dtype != jobs[0].x.dtype:
-                break
-            jobs.append(self._pending.popleft())
-        return jobs
-
-    def _pump(self) -> None:
-        """Send the waiting jobs: to an idle node at once; to a busy one only a full batch."""
-        if self._closing:
-            return
-        while self._pending and len(self._batches) < self.max_in_flight:
-            if self._batches and self._live_pending() < self.max_batch:
-                return  # they leave together when the node answers
-            jobs = self._take()
-            if not jobs:
-                return
-            self._send(jobs)
-
-    def _live_pending(self) -> int:
-        return sum(1 for job in self._pending if not (job.dropped or job.future.done()))
+    # -- the batches -------------------------------------------------------------------------
 
     def _send(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -158,14 +117,14 @@ class NodeLink:
         self._outbox.put_nowait(request.SerializeToString())
 
     def _finish(self, batch_id: int, answer_of) -> None:
-        """A batch's reply is in: answer each job, send what waits."""
+        """A batch's reply is in: answer each job."""
         entry = self._batches.pop(batch_id, None)
         if entry is None:
             return
         _, jobs, nbytes = entry
         for row, job in enumerate(jobs):
             self._resolve(job, answer_of(row, len(jobs), nbytes))
-        self._pump()
+        self.on_idle()
 
     @staticmethod
     def _resolve(job: Job, answer: Answer) -> None:
@@ -245,11 +204,12 @@ class NodeLink:
         if self._call is call:
             self._outbox, self._call = None, None
         mine = [batch_id for batch_id, (on, _, _) in self._batches.items() if on is call]
-        jobs = [job for batch_id in mine for job in self._batches.pop(batch_id)[1]]
+        refused = {batch_id: self._batches.pop(batch_id)[1] for batch_id in mine}
+        jobs = [job for batch in refused.values() for job in batch]
         if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED) and not self._closing:
             self.streams = False  # an older node, or one serving too many streams
-            self._pending.extendleft(reversed(jobs))
-            self._pump()
+            for batch_id in mine:
+                self._send(refused[batch_id])
             return
         if self._closing:
             code, details = grpc.StatusCode.CANCELLED, "the gateway is stopping"
@@ -259,7 +219,7 @@ class NodeLink:
             code, details = grpc.StatusCode.UNAVAILABLE, f"the stream broke: {code.name}: {details}"
         for job in jobs:
             self._resolve(job, Answer(code, details))
-        self._pump()
+        self.on_idle()
 
     async def _call_features(self, batch_id: int, tensor: pb.Tensor, timeout: float) -> None:
         call = self._features_call(tensor.SerializeToString(), timeout=max(timeout, 1e-3), wait_for_ready=False)
