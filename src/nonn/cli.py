@@ -88,7 +88,8 @@ def cmd_deploy_local(args) -> int:
 def cmd_bench_edge(args) -> int:
     from .bench.edge_bench import bench_edge, format_table
     result = bench_edge(teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
-                        input_shape=args.input, requests=args.requests, out=args.out, insecure=args.insecure)
+                        input_shape=args.input, requests=args.requests, rounds=args.rounds, out=args.out,
+                        insecure=args.insecure)
     print(format_table(result))
     print(f"wrote {result['out']}/bench_edge.json")
     return 0
@@ -185,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--student-arch", default="wrn-16-1")
     b.add_argument("--k", type=int, default=2, help="number of students (default: 2)")
     b.add_argument("--input", default="3x32x32", metavar="CxHxW", help="input shape (default: 3x32x32)")
-    b.add_argument("--requests", type=int, default=500, metavar="N", help="requests per concurrency level (default: 500)")
+    b.add_argument("--requests", type=int, default=1000, metavar="N",
+                   help="requests per concurrency level and round (default: 1000)")
+    b.add_argument("--rounds", type=int, default=3, metavar="N",
+                   help="rounds of ceiling, c=1 and c=8 in turn; medians are reported (default: 3)")
     b.add_argument("--out", default="runs/bench-edge", metavar="DIR", help="default: runs/bench-edge")
     b.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
     b.set_defaults(func=cmd_bench_edge)
