@@ -58,3 +58,20 @@ def test_a_second_deploy_reuses_export_and_certs(deployed, tmp_path, capsys):
     assert result["export"]["exported_now"] is False and (run / "certs" / "ca.pem").read_bytes() == ca
     assert result["accuracy"]["match"] and [r["concurrency"] for r in result["latency"]] == [2]
     assert "[export]" not in capsys.readouterr().out
+
+
+def test_an_export_from_before_pixel_nodes_is_made_again(deployed, tmp_path, capsys):
+    from deploy_support import copy_run
+
+    from nonn.cli import main
+
+    run = copy_run(deployed[0], tmp_path / "run")
+    manifest = run / "onnx" / "manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["node_pixels"]
+    manifest.write_text(json.dumps(old))
+    assert main(["deploy-local", str(run), "--limit", "4", "--requests", "2", "--concurrency", "2"]) == 0
+    assert "it predates nodes that take uint8 pixels" in capsys.readouterr().out
+    result = json.loads((run / "deploy.json").read_text())
+    assert result["export"]["exported_now"] is True and result["accuracy"]["match"]
+    assert json.loads(manifest.read_text())["node_pixels"] is True

@@ -47,6 +47,8 @@ def ensure_export(rd: RunDir, log=print) -> tuple[Path, bool]:
         source = json.loads(path.read_text()).get("source") or {}
         if source.get("students_sha256") != current:
             reason = "it was made from another students.pt"
+        elif "node_pixels" not in json.loads(path.read_text()):
+            reason = "it predates nodes that take uint8 pixels (a quarter of the bytes on each link)"
         else:
             load_manifest(path, verify=True)
     except (OSError, ValueError, AttributeError):
