@@ -356,23 +356,17 @@ def _prepare(work: Path, *, teacher, teacher_arch, nonn, student_archs, compress
 # -- measurement ------------------------------------------------------------------------------
 
 def _node_processes(logdir: Path, startup_timeout_s: float):
-    """ChildProcesses whose children may start inside a namespace and pinned to a core (an argv prefix)."""
-    from ..deploy import processes as P
+    """ChildProcesses for nodes that may start inside a namespace and pinned to a core (an argv prefix)."""
+    from ..deploy.processes import ChildProcesses
 
-    class NodeProcesses(P.ChildProcesses):
-        def spawn_with(self, name: str, edge_args: list[str], prefix: list[str]) -> P.Child:
-            stem = name.replace(" ", "_")
-            out, err = self.logdir / f"{stem}.out", self.logdir / f"{stem}.err"
-            cmd = [*prefix, sys.executable, "-c", P._LAUNCHER, str(os.getpid()), *edge_args]
-            env = {k: v for k, v in P.child_env().items() if k.lower() not in _PROXY_VARS}
-            with P.deferred_signals(), open(out, "wb") as fout, open(err, "wb") as ferr:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr, env=env,
-                                        start_new_session=True, close_fds=True)
-                child = P.Child(name, proc, out, err)
-                self.children.append(child)
-            return child
+    return ChildProcesses(logdir, startup_timeout_s=startup_timeout_s)
 
-    return NodeProcesses(logdir, startup_timeout_s=startup_timeout_s)
+
+def _node_env() -> dict[str, str]:
+    """The children's environment without proxies: their gRPC connects straight to the links."""
+    from ..deploy.processes import child_env
+
+    return {k: v for k, v in child_env().items() if k.lower() not in _PROXY_VARS}
 
 
 @dataclass
@@ -533,26 +527,27 @@ def measure_link(prep: Prepared, link: LinkProfile, devices: list[DeviceProfile]
             hosts = [n.address for n in links.nodes]
             prefixes = [n.exec_prefix() for n in links.nodes]
         procs = stack.enter_context(_node_processes(logdir, startup_timeout_s=120.0))
+        env = _node_env()
         children, cores = {}, {}
         for j, (name, i, model) in enumerate(slots):
             core = i % cpus if pin else None
             prefix = list(prefixes[j])
             if core is not None and taskset:
                 prefix += [taskset, "-c", str(core)]
-            child = procs.spawn_with(f"{name} node {i}", [
+            child = procs.spawn(f"{name} node {i}", [
                 "node", "--model", str(model), "--listen", f"{hosts[j]}:0", "--insecure", "--threads", "1",
-                "--delay-ms", f"{link.delay_ms:g}"], prefix)
+                "--delay-ms", f"{link.delay_ms:g}"], prefix=prefix, env=env)
             if core is not None and not taskset:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(child.pid, {core})
             children[(name, i)], cores[(name, i)] = child, core
         procs.await_ready(list(children.values()))
         nonn = next(d for d in prep.deployments if d.kind == "gateway")
-        gateway = procs.spawn_with("nonn gateway", [
+        gateway = procs.spawn("nonn gateway", [
             "gateway", "--manifest", str(nonn.manifest), "--nodes",
             ",".join(children[("nonn", i)].address for i in range(len(nonn.files))),
             "--listen", "127.0.0.1:0", "--insecure", "--threads", "1",
-            "--deadline-ms", f"{timeout_s * 1000:.0f}"], [])
+            "--deadline-ms", f"{timeout_s * 1000:.0f}"], env=env)
         procs.await_ready([gateway])
         log(f"[bench] {link.name}: {len(slots)} node processes + gateway up ("
             f"{'namespaces + tbf' if not in_process else 'loopback, transfer time added'}"

@@ -1,6 +1,6 @@
 """Child server processes that never outlive their parent: start, wait for the banner, stop.
 
-Each child is `python -m nonn.edge ...` started through a small launcher that asks the
+Each child is `python -m nonn.edge ...` (or another module) started through a small launcher that asks the
 kernel to SIGKILL it when this process dies (PR_SET_PDEATHSIG, Linux), so even a SIGKILL of
 the parent leaves no orphan. Children run in their own session, so a terminal's Ctrl-C
 reaches only the parent, which then stops them in order (SIGTERM, then SIGKILL).
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -26,7 +27,7 @@ STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 POLL_S = 0.02
 
-# argv: -c CODE PARENT_PID edge-args...  The signal mask is cleared in case the parent
+# argv: -c CODE PARENT_PID MODULE args...  The signal mask is cleared in case the parent
 # had signals blocked; a parent that died before prctl took effect makes the child quit.
 _LAUNCHER = """\
 import ctypes, os, runpy, signal, sys
@@ -38,8 +39,9 @@ except (OSError, AttributeError):
 if os.getppid() != int(sys.argv[1]):
     sys.exit("nonn: parent exited before this server started")
 sys.modules["torch"] = None  # the edge runtime must not need torch; keeps its memory honest
-sys.argv = ["nonn.edge", *sys.argv[2:]]
-runpy.run_module("nonn.edge", run_name="__main__", alter_sys=True)
+module = sys.argv[2]
+sys.argv = [module, *sys.argv[3:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 
 
@@ -144,14 +146,17 @@ class ChildProcesses:
         self.await_ready([child])
         return child
 
-    def spawn(self, name: str, edge_args: list[str]) -> Child:
-        """Start `python -m nonn.edge EDGE_ARGS` without waiting; see await_ready()."""
+    def spawn(self, name: str, edge_args: list[str], *, module: str = "nonn.edge", prefix: Sequence[str] = (),
+              env: dict[str, str] | None = None) -> Child:
+        """Start `python -m MODULE EDGE_ARGS` (torch blocked) without waiting; see await_ready().
+        `prefix` goes before the interpreter (`ip netns exec NS`, `taskset -c 1`); `env`
+        replaces child_env()."""
         stem = name.replace(" ", "_")
         out, err = self.logdir / f"{stem}.out", self.logdir / f"{stem}.err"
-        cmd = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *edge_args]
+        cmd = [*prefix, sys.executable, "-c", _LAUNCHER, str(os.getpid()), module, *edge_args]
         with deferred_signals(), open(out, "wb") as fout, open(err, "wb") as ferr:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr, env=child_env(),
-                                    start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr,
+                                    env=child_env() if env is None else env, start_new_session=True, close_fds=True)
             child = Child(name, proc, out, err)
             self.children.append(child)
         return child
