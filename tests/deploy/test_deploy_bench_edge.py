@@ -43,6 +43,10 @@ def test_bench_edge_reports_consistent_figures(tmp_path, capsys):
     assert r["bytes_per_inference"]["nodes_to_gateway"] > 4 * sum(r["models"]["partition_sizes"])
     # each node receives the 1x8x8 image as uint8 pixels, not as 256 bytes of float32
     assert all(64 <= n["gateway_to_node"] < 4 * 64 for n in r["bytes_per_inference"]["per_node"])
+    floor = r["transport_floor_ms"]
+    assert len(floor["per_round_p50"]) == 2 and 0 < floor["p50"] <= floor["p99"]
+    assert [(p["role"], p["index"]) for p in r["processes"]] == [
+        ("node", 0), ("node", 1), ("gateway", None), ("floor worker", 0), ("floor worker", 1), ("floor relay", None)]
     assert not [p["pid"] for p in r["processes"] if pid_alive(p["pid"])]
     cores = sorted(os.sched_getaffinity(0))  # node k ran on core k (mod the cores), as the ceiling's worker k
     assert [p["cpu"] for p in r["processes"] if p["role"] == "node"] == [str(cores[k % len(cores)]) for k in (0, 1)]

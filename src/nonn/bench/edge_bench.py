@@ -26,6 +26,7 @@ from ..deploy.local import bytes_per_inference, request_bytes
 from ..deploy.processes import interrupt_on_signals
 from ..deploy.procfs import peak_rss_bytes
 from ..errors import ConfigError
+from .transport_floor import TransportFloor
 
 BENCH_FORMAT = 1
 OVERHEAD_TARGET_MS = 1.0
@@ -252,7 +253,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
     code = gateway_code_us(manifest, images)
 
     security = Security(None if insecure else ensure_certs(out / "certs", k))
-    measured = []
+    measured, floor_ms, floor_processes = [], [], []
     with interrupt_on_signals(), LocalCluster(manifest, security, out / "logs", log=log) as cluster:
         for r in range(rounds):
             log(f"[bench-edge] round {r + 1}/{rounds}: compute ceiling, {CEILING_WORKERS} workers x {requests} "
@@ -267,6 +268,12 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
                 after = cluster.cpu_seconds()
                 one["cpu"][f"c{conc}"] = {name: (after[name] - before[name]) * 1000.0 / requests for name in before
                                           if before[name] is not None and after.get(name) is not None}
+            log(f"[bench-edge] round {r + 1}/{rounds}: {requests} messages through the transport floor")
+            with TransportFloor(students, c * h * w, out / "logs" / "floor", certs=security.certs,
+                                cores=node_cores()) as floor:  # its processes live only while measured
+                one["floor_ms"] = floor.measure(requests)
+                floor_processes = floor.describe()
+            floor_ms += one["floor_ms"]
             measured.append(one)
         rss = cluster.peak_rss()
         processes = cluster.describe()
@@ -303,6 +310,13 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
                                 "met": overhead["c1"]["p50"] <= OVERHEAD_TARGET_MS,
                                 "definition": "client-measured end-to-end latency minus the slowest node's "
                                               "reported compute time, per request, all rounds pooled"},
+        "transport_floor_ms": {**percentiles(floor_ms),
+                               "per_round_p50": [_median(one["floor_ms"]) for one in measured],
+                               "method": "client -> relay -> K workers -> relay -> client on grpcio streams, same "
+                                         "security and pinning, workers running the same student on a fixed "
+                                         "input, raw bytes (no protobuf, no preprocessing, no head): end-to-end "
+                                         "minus the slowest worker's compute, concurrency 1; the least overhead "
+                                         "a gateway on grpcio pays here (bench/transport_floor.py)"},
         "breakdown_ms": {f"c{conc}": _breakdown(run.samples) for conc, run in runs.items()},
         "gateway_code": code,
         "latency": [summaries[conc] for conc in LOAD_CONCURRENCY],
@@ -329,7 +343,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
                    "teacher_over_node": (teacher["peak_rss_bytes"] / node_max
                                          if node_max and teacher["peak_rss_bytes"] else None)},
         "bytes_per_inference": bytes_per_inference(runs[1].samples, request_bytes(images[0])),
-        "processes": processes,
+        "processes": processes + floor_processes,
         "samples": {f"c{conc}": {"e2e_ms": [s.e2e_ms for s in run.samples],
                                  "slowest_compute_ms": [max(s.compute_ms) for s in run.samples],
                                  "overhead_ms": [s.overhead_ms for s in run.samples],
@@ -362,6 +376,9 @@ def format_table(result: dict) -> str:
     lines.append(f"  gateway overhead  c=1 p50 {o['c1']['p50']:.3f} ms  p99 {o['c1']['p99']:.3f} ms   "
                  f"c=8 p50 {o['c8']['p50']:.3f} ms  p99 {o['c8']['p99']:.3f} ms   "
                  f"(target p50 <= {o['target_p50_ms']:g} ms: {'met' if o['met'] else 'MISSED'})")
+    f = result["transport_floor_ms"]
+    lines.append(f"    transport floor (a bare grpcio relay of the same shape, no application work): p50 "
+                 f"{f['p50']:.3f} ms  p99 {f['p99']:.3f} ms")
     lines.append(f"    where it goes (c=1 p50): client<->gateway {b['client_to_gateway_and_back']['p50']:.3f}, "
                  f"gateway outside fan-out {b['gateway_outside_fan_out']['p50']:.3f} (head {b['head']['p50']:.3f}), "
                  f"node hop {b['slowest_node_hop_minus_compute']['p50']:.3f}, "

@@ -140,9 +140,10 @@ class ChildProcesses:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def start(self, name: str, edge_args: list[str]) -> Child:
-        """Start `python -m nonn.edge EDGE_ARGS` and wait for its "nonn ... on HOST:PORT" line."""
-        child = self.spawn(name, edge_args)
+    def start(self, name: str, edge_args: list[str], **spawn_options) -> Child:
+        """Start `python -m nonn.edge EDGE_ARGS` (see spawn() for the options) and wait for its
+        "nonn ... on HOST:PORT" line."""
+        child = self.spawn(name, edge_args, **spawn_options)
         self.await_ready([child])
         return child
 
