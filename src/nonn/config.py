@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -92,7 +93,12 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    progress: bool = True
+    progress: Union[bool, Literal["auto"]] = "auto"  # auto: progress bars only on a terminal
+
+    @property
+    def show_progress(self) -> bool:
+        """Whether to draw progress bars: a log file would fill with their redraws."""
+        return self.progress is True or (self.progress == "auto" and sys.stderr.isatty())
 
 
 @dataclass

@@ -58,3 +58,25 @@ def test_slice_hash_depends_only_on_its_sections():
     a, b = load_config(), load_config(overrides=["students.epochs=3"])
     assert a.slice_hash("data", "teacher") == b.slice_hash("data", "teacher")
     assert a.slice_hash("students") != b.slice_hash("students")
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(("value", "tty", "shown"), [
+    ("auto", True, True), ("auto", False, False), ("true", False, True), ("false", True, False)])
+def test_progress_bars_default_to_terminals_only(monkeypatch, value, tty, shown):
+    monkeypatch.setattr("sys.stderr", _Stream(tty))
+    cfg = load_config(None, [f"trainer.progress={value}"])
+    assert cfg.trainer.show_progress is shown
+
+
+def test_progress_takes_only_true_false_or_auto():
+    assert Config().trainer.progress == "auto"
+    with pytest.raises(ConfigError, match=r"trainer.progress must be true or false or one of 'auto'"):
+        load_config(None, ["trainer.progress=sometimes"])

@@ -62,7 +62,7 @@ def run(rd: RunDir, log=print) -> None:
     # The random control still records the graph, so its quality figures compare with the others'.
     graph_rule = "ah" if pc.rule == "random" else pc.rule
     W, images = filter_graph(teacher, ckpt["feature_module"], ds.val, batch_prep(ds, cfg), graph_rule, pc.top_k,
-                             cfg.data.batch_size, progress=cfg.trainer.progress)
+                             cfg.data.batch_size, progress=cfg.trainer.show_progress)
     part = _group(W, num_filters, k, pc, pc.max_imbalance)
     if cfg.budget.given and not sizing.fits(cfg, part.sizes, **shape):
         # Community-shaped groups may be too uneven for the budget; equal sizes are what the budget was sized for.

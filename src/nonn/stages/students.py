@@ -59,7 +59,7 @@ def run(rd: RunDir, log=print) -> None:
                            temperature=sc.temperature, beta=sc.resolved_beta(), at_form=sc.at_form,
                            lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay)
     best = BestState()
-    trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.progress)
+    trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.show_progress)
     trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True),
                 loader(ds.val, cfg.data.batch_size, shuffle=False))
     if trainer.global_rank != 0:

@@ -55,7 +55,7 @@ def run(rd: RunDir) -> None:
     else:
         best = BestState()
         module = ClassifierModule(model, prep, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-        trainer = build_trainer(cfg.trainer, tc.epochs, [best], progress=cfg.trainer.progress)
+        trainer = build_trainer(cfg.trainer, tc.epochs, [best], progress=cfg.trainer.show_progress)
         if tc.epochs > 0:
             trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True),
                         loader(ds.val, cfg.data.batch_size, shuffle=False))
