@@ -90,8 +90,9 @@ def test_transfer_time_by_hand():
 def test_tc_helpers():
     assert tbf_args(20e6, 12500, 200) == ["tbf", "rate", "20000000bit", "burst", "12500",
                                           "latency", "200ms"]
-    assert default_burst_bytes(100_000) == 4096
-    assert default_burst_bytes(20e6) == 12500
+    assert default_burst_bytes(100_000) == 1600  # BLE: one frame
+    assert default_burst_bytes(20e6) == 1600  # Wi-Fi: a 12 kB image cannot pass at line speed
+    assert default_burst_bytes(1e9) == 62500  # 0.5 ms at 1 Gbit/s
     assert parse_tc_rate("20Mbit") == 20e6
     assert parse_tc_rate("800Kbit") == 800e3
     assert parse_tc_rate("125000bps") == 1e6
