@@ -29,8 +29,12 @@ _BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**1
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 
+# Part of the inputs hash of stages that size students by a budget: bump it whenever the search would
+# choose differently (new candidates), so runs sized by the old search are planned again.
+SEARCH_VERSION = 2  # 2: WRN widths below 1
+
 _WRN_DEPTHS = (10, 16, 22, 28, 40)
-_WRN_WIDTHS = (1, 2, 4, 8)
+_WRN_WIDTHS = ("0.25", "0.5", "0.75", 1, 2, 4, 8)  # below 1 for tight budgets: thinner groups
 _MBV2_WIDTHS = ("1.0", "0.75", "0.5", "0.35", "0.25")
 _MBV2_BLOCKS = (4, 2, 1)  # blocks per stage at most; 4 is the full network (3 differs from it by one block)
 _FAMILY_NAMES = {

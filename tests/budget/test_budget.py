@@ -120,7 +120,7 @@ def test_student_cost_counts_backbone_and_bridge_but_not_the_fc(arch, filters, i
 
 def test_candidates_run_from_most_to_least_capable():
     wrn = candidates("wrn")
-    assert wrn[-1] == "wrn-10-1" and "wrn-40-4" in wrn and len(wrn) == len(set(wrn))
+    assert wrn[-1] == "wrn-10-0.25" and "wrn-40-4" in wrn and "wrn-16-0.5" in wrn and len(wrn) == len(set(wrn))
     sizes = [student_cost(a, num_filters=1, **CIFAR).params for a in wrn]
     assert sizes == sorted(sizes, reverse=True)
     mbv2 = candidates("mbv2")
@@ -151,13 +151,13 @@ def test_infeasible_budget_names_a_budget_that_works():
     with pytest.raises(BudgetError) as e:
         choose_student("wrn", budget, num_filters=128, **CIFAR)
     message = str(e.value)
-    assert "wrn-10-1" in message and "128-filter bridge" in message and "\n" not in message
+    assert "wrn-10-0.25" in message and "128-filter bridge" in message and "\n" not in message
     suggested = re.search(r"--device-memory to at least (\S+)", message).group(1)
     assert "--device-macs" not in message  # 30M MACs was enough
     retry = Budget(parse_bytes(suggested), budget.macs)
     assert retry == e.value.suggested
     arch, cost = choose_student("wrn", retry, num_filters=128, **CIFAR)
-    assert arch == "wrn-10-1"
+    assert arch == "wrn-10-0.25"
     assert_fits(arch, cost, retry)
 
 
@@ -168,7 +168,7 @@ def test_infeasible_mac_budget_names_the_mac_option():
     assert_fits(arch, cost, e.value.suggested)
 
 
-@pytest.mark.parametrize("family,divisor", [("wrn", 100), ("mbv2", 90)])
+@pytest.mark.parametrize("family,divisor", [("wrn", 1000), ("mbv2", 90)])
 def test_choose_k_returns_the_smallest_k_that_fits(family, divisor):
     budget = Budget(memory_bytes=teacher_bytes() // divisor)
     k, plan = choose_k(family, budget, num_filters=TEACHER_FILTERS, **CIFAR)
@@ -186,7 +186,7 @@ def test_choose_k_infeasible_everywhere_suggests_a_feasible_budget():
     with pytest.raises(BudgetError, match=r"K = 4, at most 64 filters.*--device-memory to at least") as e:
         choose_k("wrn", budget, num_filters=TEACHER_FILTERS, k_max=4, **CIFAR)
     k, plan = choose_k("wrn", e.value.suggested, num_filters=TEACHER_FILTERS, k_max=4, **CIFAR)
-    assert k == 4 and all(arch == "wrn-10-1" for arch, _ in plan)
+    assert k == 4 and all(arch == "wrn-10-0.25" for arch, _ in plan)
     with pytest.raises(ConfigError, match="largest K"):
         choose_k("wrn", budget, num_filters=TEACHER_FILTERS, k_max=300, **CIFAR)
 

@@ -11,6 +11,8 @@ REGISTRY_CASES = [
     ("wrn-16-2", 1, 28, 28, 128),
     ("wrn-16-4", 3, 16, 16, 256),
     ("wrn-40-4", 3, 32, 32, 256),
+    ("wrn-16-0.5", 3, 32, 32, 32),  # widths below 1 thin the groups: 8, 16, 32 channels
+    ("wrn-10-0.25", 1, 8, 8, 16),
 ]
 
 
@@ -49,7 +51,14 @@ def test_unknown_module_path_names_candidates():
         FeatureHook(model, "group9")
 
 
-@pytest.mark.parametrize("bad", ["wrn-15-1", "resnet-18", "wrn-16"])
+def test_fractional_widths_keep_the_stem_and_thin_the_groups():
+    model = create_model("wrn-16-0.5", num_classes=10, in_channels=3)
+    assert model.stem.out_channels == 16
+    assert [g[-1].conv2.out_channels for g in (model.group1, model.group2, model.group3)] == [8, 16, 32]
+    assert create_model("wrn-16-1.0", num_classes=10, in_channels=3).num_features == 64
+
+
+@pytest.mark.parametrize("bad", ["wrn-15-1", "resnet-18", "wrn-16", "wrn-16-0", "wrn-16-.5"])
 def test_bad_architecture_names(bad):
     with pytest.raises(ModelError):
         create_model(bad, num_classes=10, in_channels=3)

@@ -38,3 +38,23 @@ def test_budget_nothing_can_meet(tmp_path, capsys):
 def test_auto_k_needs_a_budget(tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "x"), "--k", "auto", *tiny_args()]) == 2
     assert "needs a device budget" in capsys.readouterr().err
+
+
+def test_a_changed_budget_search_replans_budget_runs_only(tiny_run, tmp_path, monkeypatch):
+    """Students sized by a budget are planned again when the search changes; others are not."""
+    import shutil
+
+    from nonn import budget
+    from nonn.config import load_config
+    from nonn.stages import partition, students
+
+    sized = RunDir(shutil.copytree(tiny_run, tmp_path / "sized"))
+    cfg = load_config(sized.config_path, ["budget.memory=10MB"])
+    sized.save_config(cfg)
+    plain = RunDir(tiny_run)
+    before = {name: (stage.inputs_hash(sized), stage.inputs_hash(plain))
+              for name, stage in (("partition", partition), ("students", students))}
+    monkeypatch.setattr(budget, "SEARCH_VERSION", budget.SEARCH_VERSION + 1)
+    for name, stage in (("partition", partition), ("students", students)):
+        assert stage.inputs_hash(sized) != before[name][0], name
+        assert stage.inputs_hash(plain) == before[name][1], name

@@ -28,11 +28,17 @@ def register_family(name: str, pattern: str, build: Callable[..., nn.Module], ex
     _FAMILIES[name] = (re.compile(pattern), build, example, None if types is None else tuple(types))
 
 
-def _wrn(depth: int, width: int, **kw) -> nn.Module:
+def _wrn(depth: int, width: float, **kw) -> nn.Module:
     return WideResNet(depth=depth, width=width, **kw)
 
 
-register_family("wrn", r"wrn-(\d+)-(\d+)", _wrn, "wrn-16-1, wrn-40-4")
+def _width(text: str) -> float | int:
+    """"4" -> 4, "0.5" -> 0.5: whole widths stay integers."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+register_family("wrn", r"wrn-(\d+)-(\d+(?:\.\d+)?)", _wrn, "wrn-16-1, wrn-40-4, wrn-16-0.5", types=(int, _width))
 
 
 def _mbv2(width: float, max_blocks: int | None, **kw) -> nn.Module:

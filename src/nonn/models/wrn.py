@@ -40,13 +40,16 @@ class WideResNet(nn.Module):
 
     feature_module = "act"
 
-    def __init__(self, depth: int = 16, width: int = 1, num_classes: int = 10, in_channels: int = 3,
+    def __init__(self, depth: int = 16, width: float = 1, num_classes: int = 10, in_channels: int = 3,
                  dropout: float = 0.0):
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")
+        if not width > 0:
+            raise ValueError(f"WRN width must be positive, got {width}")
         n = (depth - 4) // 6
-        widths = [16, 16 * width, 32 * width, 64 * width]
+        # A width below 1 thins the groups (16, 32, 64 channels times the width), not the 16-channel stem.
+        widths = [16, *(max(1, round(c * width)) for c in (16, 32, 64))]
         self.depth, self.width = depth, width
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.group1 = self._group(widths[0], widths[1], n, 1, dropout)

@@ -18,7 +18,7 @@ def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
     return cfg.slice_hash("data", "partition", "budget",
                           extra={"k": cfg.students.k, "family": cfg.students.family,
-                                 "teacher": rd.input_sha256(rd.teacher)})
+                                 "teacher": rd.input_sha256(rd.teacher), **sizing.search_version(cfg)})
 
 
 @torch.no_grad()

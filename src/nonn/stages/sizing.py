@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from .. import budget as search
 from ..budget import Budget, BudgetError, Cost, choose_k, plan_students
 from ..config import Config
+
+
+def search_version(cfg: Config) -> dict[str, int]:
+    """What a stage that sizes students adds to its inputs hash: the search's version, when a
+    budget sizes them (runs without a budget keep their hashes)."""
+    return {"budget_search": search.SEARCH_VERSION} if cfg.budget.given else {}
 
 
 def budget_of(cfg: Config) -> Budget | None:

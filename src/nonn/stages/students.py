@@ -18,7 +18,8 @@ from .common import accuracy_on, batch_prep, build_students, dataset_for, load_t
 def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
     return cfg.slice_hash("data", "students", "budget", extra={"teacher": rd.input_sha256(rd.teacher),
-                                                     "partition": rd.input_sha256(rd.partition)})
+                                                     "partition": rd.input_sha256(rd.partition),
+                                                     **sizing.search_version(cfg)})
 
 
 def load_groups(rd: RunDir) -> list[list[int]]:
