@@ -154,3 +154,27 @@ def test_a_hung_node_does_not_hold_back_the_next_images_in_degraded_mode(gateway
         assert result["degraded"] and result["missing_nodes"] == [hung]
         assert elapsed < 1.5  # the deadline, not the hung node's 10 s
         np.testing.assert_allclose(result["logits"], reference(artifacts, image, missing=[1]), atol=1e-5)
+
+
+def test_pixel_and_float_images_sent_together_travel_in_separate_batches(gateways, pixel_nodes, pixel_artifacts):
+    """A gray image for a colour model is normalised by the gateway (float32); the others go to the
+    nodes as uint8. A batch holds one dtype, so they part ways and each gets its own answer."""
+    address = gateways(pixel_artifacts.manifest, pixel_nodes, insecure=True)
+    gray = IMAGES[:, :, :, 0]  # [N, H, W]
+    images = [IMAGES[i] if i % 2 else gray[i] for i in range(8)]
+    layouts = ["HWC" if i % 2 else "HW" for i in range(8)]
+
+    async def run():
+        async with StreamingClient(address, insecure=True) as client:
+            return await asyncio.gather(*(client.classify(image, timeout_s=TIMEOUT, layout=layout)
+                                          for image, layout in zip(images, layouts)))
+
+    results = asyncio.run(run())
+    for i, (image, result) in enumerate(zip(images, results)):
+        if i % 2:
+            expected = reference(pixel_artifacts, image)
+            assert result["nodes"][0]["bytes_sent"] < int(np.prod(SHAPE)) + 64  # uint8
+        else:  # the reference of a gray image: the same luma replicated into 3 channels
+            expected = reference(pixel_artifacts, np.repeat(image[:, :, None], 3, axis=2))
+            assert result["nodes"][0]["bytes_sent"] >= 4 * int(np.prod(SHAPE))  # float32
+        np.testing.assert_allclose(result["logits"], expected, atol=1e-5)
