@@ -1,5 +1,4 @@
 import pytest
-
 from nonn_test_support import tiny_args
 
 

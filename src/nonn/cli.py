@@ -49,9 +49,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
+    from pathlib import Path
+
     from .pipeline import run_stage
     from .rundir import RunDir
-    from pathlib import Path
     rd = RunDir(Path(args.run_dir))
     rd.load_config()
     run_stage(rd, args.command, force=args.force)
@@ -62,6 +63,7 @@ def cmd_stage(args) -> int:
 
 def cmd_export(args) -> int:
     from pathlib import Path
+
     from .export import export_run
     from .rundir import RunDir
     rd = RunDir(Path(args.run_dir))
@@ -116,6 +118,7 @@ def _int_list(flag: str, text: str, cast=int) -> list:
 
 def cmd_ablate(args) -> int:
     from pathlib import Path
+
     from .ablate import AblationPlan, format_markdown, run_ablation
     cfg = _config_from_args(args)
     plan = AblationPlan(ks=_int_list("--k", args.ks), percentiles=_int_list("--percentiles", args.percentiles, float),

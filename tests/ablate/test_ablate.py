@@ -1,8 +1,9 @@
 import json
 
+from nonn_test_support import tiny_args
+
 from nonn.ablate import AblationPlan
 from nonn.cli import main
-from nonn_test_support import tiny_args
 
 
 def test_plan_covers_variants_without_duplicates():

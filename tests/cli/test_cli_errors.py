@@ -3,9 +3,9 @@
 
 import pytest
 import torch
+from nonn_test_support import run_cli, tiny_args
 
 from nonn.cli import main
-from nonn_test_support import run_cli, tiny_args
 
 
 def _one_line_error(capsys) -> str:

@@ -10,8 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-
 from data_builders import build_cifar10, build_cifar100, md5_of
+
 from nonn.data import load_dataset
 from nonn.errors import DataError
 

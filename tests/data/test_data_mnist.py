@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 import torch
-
 from data_builders import MNIST_FILES, idx_bytes, md5_of, mnist_arrays, write_mnist
+
 from nonn.data import load_dataset
 from nonn.errors import DataError
 

@@ -3,7 +3,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nonn.distill import NoNN, StudentNode, attention_map, kd_loss, pooled_at_loss, spatial_at_loss
+from nonn.distill import (
+    NoNN,
+    StudentNode,
+    attention_map,
+    kd_loss,
+    pooled_at_loss,
+    spatial_at_loss,
+)
 from nonn.models import create_model
 
 

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from nonn.errors import NonnError, PartitionError
-from nonn.partition import Partition, build_filter_graph, partition_filters, random_partition
+from nonn.partition import (
+    Partition,
+    build_filter_graph,
+    partition_filters,
+    random_partition,
+)
 from nonn.partition.communities import graph_from_adjacency
 from nonn.partition.quality import intra_weight_share, modularity
 

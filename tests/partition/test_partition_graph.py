@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from nonn.errors import PartitionError
-from nonn.partition import RULES, FilterGraphAccumulator, build_filter_graph, filter_summaries
+from nonn.partition import (
+    RULES,
+    FilterGraphAccumulator,
+    build_filter_graph,
+    filter_summaries,
+)
 
 # Three filters, three images (spatial means):
 #   x1 = [2, 1, 0.5]  -> /2 -> a = [1, 0.5, 0.25]

@@ -7,7 +7,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nonn.partition import group_communities, partition_filters, random_partition, size_bounds
+from nonn.partition import (
+    group_communities,
+    partition_filters,
+    random_partition,
+    size_bounds,
+)
 from nonn.partition.grouping import connection_order
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

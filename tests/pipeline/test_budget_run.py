@@ -2,10 +2,11 @@
 
 import json
 
+from nonn_test_support import tiny_args
+
 from nonn.cli import main
 from nonn.rundir import RunDir
 from nonn.stages.common import load_students
-from nonn_test_support import tiny_args
 
 
 def test_auto_k_students_fit_the_memory_budget(tmp_path, capsys):

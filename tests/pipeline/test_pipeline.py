@@ -2,12 +2,11 @@ import json
 
 import numpy as np
 import torch
+from nonn_test_support import tiny_args
 
 from nonn.cli import main
 from nonn.rundir import RunDir
 from nonn.stages.common import load_students, load_teacher
-
-from nonn_test_support import tiny_args
 
 
 def test_run_writes_every_artifact(tiny_run):

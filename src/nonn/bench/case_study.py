@@ -27,8 +27,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

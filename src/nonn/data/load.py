@@ -10,7 +10,14 @@ from typing import Iterable, Mapping
 import torch
 
 from nonn.data.dataset import Dataset
-from nonn.data.fetch import MIRROR_ENV, Source, as_sources, default_data_dir, fetch_files, mirrored
+from nonn.data.fetch import (
+    MIRROR_ENV,
+    Source,
+    as_sources,
+    default_data_dir,
+    fetch_files,
+    mirrored,
+)
 from nonn.data.normalize import channel_stats
 from nonn.data.registry import get_entry
 from nonn.data.splits import fraction_count, stratified_split

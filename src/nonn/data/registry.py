@@ -6,11 +6,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from nonn.data.cifar import CIFAR10_SOURCES, CIFAR100_SOURCES, read_cifar10, read_cifar100
+from nonn.data.cifar import (
+    CIFAR10_SOURCES,
+    CIFAR100_SOURCES,
+    read_cifar10,
+    read_cifar100,
+)
 from nonn.data.dataset import AugmentSpec
 from nonn.data.digits import read_digits
 from nonn.data.fetch import Source
-from nonn.data.mnist import FASHION_SOURCES, MNIST_SOURCES, read_fashion_mnist, read_mnist
+from nonn.data.mnist import (
+    FASHION_SOURCES,
+    MNIST_SOURCES,
+    read_fashion_mnist,
+    read_mnist,
+)
 from nonn.data.raw import RawData
 from nonn.errors import DataError
 

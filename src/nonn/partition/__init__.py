@@ -6,7 +6,12 @@ from nonn.partition.grouping import group_communities, size_bounds
 from nonn.partition.plot import plot_partition
 from nonn.partition.random_control import random_partition
 from nonn.partition.result import Partition
-from nonn.partition.storage import load_filter_graph, load_partition, save_filter_graph, save_partition
+from nonn.partition.storage import (
+    load_filter_graph,
+    load_partition,
+    save_filter_graph,
+    save_partition,
+)
 from nonn.partition.summaries import filter_summaries
 
 __all__ = [

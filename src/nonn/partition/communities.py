@@ -11,7 +11,11 @@ from nonn.errors import PartitionError
 from nonn.partition.grouping import check_k, check_max_imbalance, group_communities
 from nonn.partition.quality import intra_weight_share, isolated_fraction, modularity
 from nonn.partition.result import Partition
-from nonn.partition.thresholding import edge_threshold, normalised_graph, thresholded_adjacency
+from nonn.partition.thresholding import (
+    edge_threshold,
+    normalised_graph,
+    thresholded_adjacency,
+)
 
 
 def graph_from_adjacency(adjacency: np.ndarray) -> nx.Graph:

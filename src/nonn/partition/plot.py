@@ -12,7 +12,11 @@ from nonn.atomic import atomic_path
 from nonn.errors import PartitionError
 from nonn.partition.communities import graph_from_adjacency
 from nonn.partition.result import Partition
-from nonn.partition.thresholding import edge_threshold, normalised_graph, thresholded_adjacency
+from nonn.partition.thresholding import (
+    edge_threshold,
+    normalised_graph,
+    thresholded_adjacency,
+)
 
 
 def plot_partition(

@@ -10,9 +10,9 @@ from ..config import Config
 from ..data import Dataset, Split, load_dataset
 from ..distill.batches import BatchPrep
 from ..distill.nonn_model import NoNN, build_nonn
+from ..errors import CheckpointError
 from ..models import create_model
 from ..rundir import RunDir, load_checkpoint
-from ..errors import CheckpointError
 
 
 def dataset_for(cfg: Config) -> Dataset:

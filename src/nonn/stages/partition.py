@@ -8,7 +8,13 @@ from tqdm import tqdm
 from .. import atomic
 from ..errors import PartitionError
 from ..models import FeatureHook
-from ..partition import FilterGraphAccumulator, partition_filters, plot_partition, random_partition, save_filter_graph
+from ..partition import (
+    FilterGraphAccumulator,
+    partition_filters,
+    plot_partition,
+    random_partition,
+    save_filter_graph,
+)
 from ..rundir import RunDir
 from . import sizing
 from .common import batch_prep, dataset_for, load_teacher

@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import sys
 
+from ..budget import format_plan
 from ..distill.distill_module import DistillModule
 from ..distill.training import BestState, build_trainer
 from ..errors import CheckpointError
 from ..models import validate_name
 from ..rundir import RunDir, save_checkpoint
-from ..budget import format_plan
 from . import sizing
-from .common import accuracy_on, batch_prep, build_students, dataset_for, load_teacher, loader, seed_everything
+from .common import (
+    accuracy_on,
+    batch_prep,
+    build_students,
+    dataset_for,
+    load_teacher,
+    loader,
+    seed_everything,
+)
 
 
 def inputs_hash(rd: RunDir) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
 from ..distill.classifier_module import ClassifierModule
 from ..distill.training import BestState, build_trainer
+from ..errors import CheckpointError
 from ..models import create_model, probe_feature_shape
 from ..rundir import RunDir, file_sha256, save_checkpoint
 from .common import accuracy_on, batch_prep, dataset_for, loader, seed_everything
