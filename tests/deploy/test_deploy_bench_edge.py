@@ -31,6 +31,8 @@ def test_bench_edge_reports_consistent_figures(tmp_path, capsys):
     assert len(t["rounds"]) == 2
     for row in t["rounds"]:  # each round's ratio is taken within the round; the bound is its best batch size
         assert row["c8_over_ceiling"] == pytest.approx(row["c8_per_s"] / row["ceiling_per_s"])
+        assert row["c8_separate_connections_over_ceiling"] == pytest.approx(
+            row["c8_separate_connections_per_s"] / row["ceiling_per_s"])
         assert set(row["ceiling_by_batch"]) == {"1", "8"}
         assert row["ceiling_per_s"] == max(row["ceiling_by_batch"].values())
     assert t["c8_over_ceiling"] == pytest.approx(sum(row["c8_over_ceiling"] for row in t["rounds"]) / 2)

@@ -193,6 +193,7 @@ class StreamingClient:
         added meanwhile (by other tasks) go together in the next message."""
         self._writing = True
         try:
+            await asyncio.sleep(0)  # the requests made in this turn of the loop leave together
             while self._outbox:
                 requests, self._outbox = self._outbox, []
                 try:
