@@ -173,3 +173,41 @@ def test_pixel_and_float_images_sent_together_travel_in_separate_batches(gateway
             expected = reference(pixel_artifacts, np.repeat(image[:, :, None], 3, axis=2))
             assert result["nodes"][0]["bytes_sent"] >= 4 * int(np.prod(SHAPE))  # float32
         np.testing.assert_allclose(result["logits"], expected, atol=1e-5)
+
+
+def test_predict_takes_an_encoded_image_and_times_out_on_its_own(gateways, shared_nodes, artifacts):
+    from nonn.edge import serving
+
+    address = gateways(artifacts.manifest, shared_nodes, insecure=True)
+
+    async def answered():
+        async with StreamingClient(address, insecure=True) as client:
+            return await client.predict(to_message(IMAGES[3], "HWC"), timeout_s=TIMEOUT)
+
+    prediction, client_ms = asyncio.run(answered())
+    np.testing.assert_allclose(prediction.logits, reference(artifacts, IMAGES[3]), atol=1e-5)
+    assert client_ms >= prediction.gateway_ms > 0
+
+    class Silent(pb_grpc.GatewayServicer):  # a gateway that reads every image and never answers
+        def ClassifyStream(self, request_iterator, context):
+            for _ in request_iterator:
+                pass
+            return iter(())
+
+    server, port, _, _ = serving.start_server(lambda s: pb_grpc.add_GatewayServicer_to_server(Silent(), s),
+                                              ["nonn.v1.Gateway"], "127.0.0.1:0", None, True,
+                                              max_message_bytes=1 << 20, workers=2)
+
+    async def unanswered():
+        async with StreamingClient(f"127.0.0.1:{port}", insecure=True) as client:
+            start = time.monotonic()
+            with pytest.raises(GatewayError) as info:
+                await client.predict(to_message(IMAGES[3], "HWC"), timeout_s=0.3)
+            return info.value, time.monotonic() - start
+
+    try:
+        error, elapsed = asyncio.run(unanswered())
+    finally:
+        server.stop(0)
+    assert error.code == "DEADLINE_EXCEEDED" and "no reply within 300 ms" in error.details
+    assert 0.3 <= elapsed < 2.0

@@ -28,13 +28,13 @@ class Sample:
     batch_size: tuple[int, ...] = ()  # per node: images in the node message this one travelled in
 
     @classmethod
-    def of(cls, index: int, result: dict) -> Sample:
-        nodes = result["nodes"]
-        return cls(index, int(result["label"]), float(result["client_ms"]), float(result["gateway_ms"]),
-                   float(result["head_ms"]), tuple(n["compute_ms"] for n in nodes),
-                   tuple(n["round_trip_ms"] for n in nodes), tuple(n["bytes_sent"] for n in nodes),
-                   tuple(n["bytes_received"] for n in nodes), bool(result["degraded"]),
-                   tuple(int(n.get("batch_size", 0)) for n in nodes))
+    def of_prediction(cls, index: int, prediction, client_ms: float) -> Sample:
+        """From a nonn.v1.Prediction and the client's end-to-end milliseconds."""
+        nodes = prediction.nodes
+        return cls(index, prediction.label, client_ms, prediction.gateway_ms, prediction.head_ms,
+                   tuple(n.compute_ms for n in nodes), tuple(n.round_trip_ms for n in nodes),
+                   tuple(n.bytes_sent for n in nodes), tuple(n.bytes_received for n in nodes), prediction.degraded,
+                   tuple(n.batch_size for n in nodes))
 
     @property
     def overhead_ms(self) -> float:
@@ -69,19 +69,22 @@ def drive(make_client: Callable, images: np.ndarray, *, requests: int, concurren
 
 
 async def _drive(make_client, images, requests, concurrency, connections, warmup, timeout_s, layout) -> Run:
+    from nonn.edge.client import to_message
+
     samples: list[Sample | None] = [None] * requests
     counter = iter(range(requests))
+    messages = [to_message(image, layout) for image in images]  # encoded once, as a camera's frames would be
     clients = [make_client() for _ in range(connections)]
     senders = [clients[i % connections] for i in range(concurrency)]
     try:
         async def warm(seed: int, client) -> None:
             for i in range(warmup):
-                await client.classify(images[(seed + i) % len(images)], timeout_s=timeout_s, layout=layout)
+                await client.predict(messages[(seed + i) % len(messages)], timeout_s=timeout_s)
 
         async def send(client) -> None:
             while (index := next(counter, None)) is not None:
-                result = await client.classify(images[index % len(images)], timeout_s=timeout_s, layout=layout)
-                samples[index] = Sample.of(index, result)
+                prediction, client_ms = await client.predict(messages[index % len(messages)], timeout_s=timeout_s)
+                samples[index] = Sample.of_prediction(index, prediction, client_ms)
 
         await asyncio.gather(*(warm(seed, c) for seed, c in enumerate(senders)))
         start = time.perf_counter()

@@ -163,30 +163,37 @@ class StreamingClient:
                        layout: str | None = None) -> dict:
         """The prediction as a dict, plus client_ms; GatewayError on a failure."""
         pixels, inferred = read_image(image)
-        message = to_message(pixels, layout if layout is not None else inferred)
+        prediction, elapsed = await self.predict(to_message(pixels, layout if layout is not None else inferred),
+                                                 timeout_s=timeout_s)
+        result = prediction_to_dict(prediction)
+        result["client_ms"] = elapsed
+        return result
+
+    async def predict(self, image: pb.Image, *, timeout_s: float = 5.0) -> tuple[pb.Prediction, float]:
+        """(the Prediction, milliseconds until it came) for an image already in a message (to_message);
+        GatewayError on a failure. What classify() does without reading files or making a dict."""
         request_id = next(self._ids)
-        request = pb.ClassifyRequest(id=request_id, image=message, timeout_us=max(1, int(timeout_s * 1e6)))
-        future = asyncio.get_running_loop().create_future()
+        request = pb.ClassifyRequest(id=request_id, image=image, timeout_us=max(1, int(timeout_s * 1e6)))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         start = time.perf_counter()
         self._waiting[request_id] = future
+        timer = loop.call_later(timeout_s, _expire, future, timeout_s)
         try:
             if self._call is None:
                 self._start()
             self._outbox.append(request)
             if not self._writing:
                 await self._write(self._call)
-            reply = await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise GatewayError("DEADLINE_EXCEEDED", f"no reply within {timeout_s * 1000:.0f} ms") from None
+            reply = await future
         finally:
+            timer.cancel()
             self._waiting.pop(request_id, None)
         elapsed = (time.perf_counter() - start) * 1000.0
         if reply.code != 0:
             name = next((c.name for c in grpc.StatusCode if c.value[0] == reply.code), str(reply.code))
             raise GatewayError(name, reply.error.strip() or "no details")
-        result = prediction_to_dict(reply.prediction)
-        result["client_ms"] = elapsed
-        return result
+        return reply.prediction, elapsed
 
     async def _write(self, call) -> None:
         """Send what waits in the outbox, one message at a time, until it is empty; requests
@@ -253,6 +260,11 @@ class StreamingClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+
+def _expire(future: asyncio.Future, timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(GatewayError("DEADLINE_EXCEEDED", f"no reply within {timeout_s * 1000:.0f} ms"))
 
 
 def classify(
