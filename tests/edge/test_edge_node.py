@@ -156,3 +156,13 @@ def test_features_stream_holds_messages_like_a_link(processes, artifacts):
     assert all(by_id[i].code == 0 and from_tensor(by_id[i].features).shape == (1, 4) for i in range(4))
     assert by_id[7].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert 0.3 <= elapsed < 4 * 0.3  # 2 x 150 ms, not 4 x 2 x 150 ms one after the other
+
+
+def test_an_impossible_shape_fails_its_request_only(channel, artifacts):
+    x = np.ones((1, *SHAPE), np.float32)
+    huge = pb.Tensor(shape=[0, 2**40, 2**40], dtype="float32", data=b"")
+    requests = [_stream_request(1, x), pb.FeaturesRequest(id=2, tensor=huge), _stream_request(3, x)]
+    replies = list(pb_grpc.StudentStub(channel).FeaturesStream(iter(requests), timeout=TIMEOUT))
+    assert [r.id for r in replies] == [1, 2, 3]
+    assert replies[1].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "too large" in replies[1].error
+    assert replies[0].code == replies[2].code == 0

@@ -211,3 +211,36 @@ def test_predict_takes_an_encoded_image_and_times_out_on_its_own(gateways, share
         server.stop(0)
     assert error.code == "DEADLINE_EXCEEDED" and "no reply within 300 ms" in error.details
     assert 0.3 <= elapsed < 2.0
+
+
+def test_a_caller_that_gives_up_strands_no_other_image(gateways, shared_nodes, artifacts):
+    address = gateways(artifacts.manifest, shared_nodes, insecure=True)
+
+    async def run():
+        async with StreamingClient(address, insecure=True) as client:
+            quitter = asyncio.ensure_future(client.predict(to_message(IMAGES[0], "HWC"), timeout_s=TIMEOUT))
+            stayer = asyncio.ensure_future(client.predict(to_message(IMAGES[1], "HWC"), timeout_s=TIMEOUT))
+            await asyncio.sleep(0)
+            quitter.cancel()  # asked for in the same turn, then abandoned
+            start = time.monotonic()
+            prediction, _ = await stayer
+            return prediction, time.monotonic() - start, quitter.cancelled()
+
+    prediction, elapsed, cancelled = asyncio.run(run())
+    assert cancelled and elapsed < TIMEOUT / 2
+    np.testing.assert_allclose(prediction.logits, reference(artifacts, IMAGES[1]), atol=1e-5)
+
+
+def test_an_impossible_shape_is_answered_invalid_argument_and_the_stream_goes_on(gateways, shared_nodes, artifacts):
+    address = gateways(artifacts.manifest, shared_nodes, insecure=True)
+    huge = pb.Image(shape=[0, 2**40, 2**40], dtype="uint8", data=b"")
+    messages = [pb.ClassifyRequests(requests=[pb.ClassifyRequest(id=1, image=huge)]),
+                pb.ClassifyRequests(requests=[pb.ClassifyRequest(id=2, image=to_message(IMAGES[4], "HWC"))])]
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        replies = {r.id: r for m in stub.ClassifyStream(iter(messages), timeout=TIMEOUT) for r in m.replies}
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Classify(huge, timeout=TIMEOUT)
+    assert replies[1].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "too large" in replies[1].error
+    assert replies[2].code == 0
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

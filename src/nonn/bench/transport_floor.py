@@ -89,15 +89,19 @@ def _relay(args) -> int:
     async def start():
         channels = [grpc.aio.insecure_channel(w) if worker_creds is None else grpc.aio.secure_channel(w, worker_creds)
                     for w in args.workers.split(",")]
-        calls = [channel.stream_stream(METHOD)() for channel in channels]
 
         async def stream(requests, _context):
-            async for request in requests:
+            calls = [channel.stream_stream(METHOD)() for channel in channels]  # this client stream's own
+            try:
+                async for request in requests:
+                    for call in calls:
+                        await call.write(request)
+                    replies = [await call.read() for call in calls]
+                    slowest = max(int.from_bytes(r[:8], "little") for r in replies)
+                    yield slowest.to_bytes(8, "little") + answer_padding
+            finally:
                 for call in calls:
-                    await call.write(request)
-                replies = [await call.read() for call in calls]
-                slowest = max(int.from_bytes(r[:8], "little") for r in replies)
-                yield slowest.to_bytes(8, "little") + answer_padding
+                    call.cancel()
 
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(

@@ -132,10 +132,21 @@ class GatewayClient:
         self.close()
 
 
+class _Stream:
+    """One ClassifyStream call: what waits to be written, who waits for a reply, its two tasks."""
+
+    def __init__(self, call):
+        self.call = call
+        self.outbox: list[pb.ClassifyRequest] = []
+        self.wake = asyncio.Event()
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.tasks: list[asyncio.Task] = []
+
+
 class StreamingClient:
     """Many images over one ClassifyStream, on the running asyncio loop. `await classify(...)`
-    may be called from many tasks at once: the images they send in the same moment leave in
-    one message, and replies are matched to them by id.
+    may be called from many tasks at once: the images asked for in the same turn of the loop
+    leave in one message, and replies are matched to them by id.
 
     `tls` is as for GatewayClient. A message on an open stream costs the client and the
     gateway a fraction of a call: use it for a camera or any steady flow of images.
@@ -152,12 +163,8 @@ class StreamingClient:
         self._open = self.channel.stream_stream("/nonn.v1.Gateway/ClassifyStream",
                                                 request_serializer=pb.ClassifyRequests.SerializeToString,
                                                 response_deserializer=pb.ClassifyReplies.FromString)
-        self._call = None
-        self._reader: asyncio.Task | None = None
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._stream: _Stream | None = None
         self._ids = itertools.count(1)
-        self._outbox: list[pb.ClassifyRequest] = []
-        self._writing = False
 
     async def classify(self, image: str | Path | np.ndarray, *, timeout_s: float = 5.0,
                        layout: str | None = None) -> dict:
@@ -177,82 +184,77 @@ class StreamingClient:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         start = time.perf_counter()
-        self._waiting[request_id] = future
+        stream = self._stream or self._start()
+        stream.waiting[request_id] = future
+        stream.outbox.append(request)
+        stream.wake.set()  # the writer sends it at its next turn, with the others asked for meanwhile
         timer = loop.call_later(timeout_s, _expire, future, timeout_s)
         try:
-            if self._call is None:
-                self._start()
-            self._outbox.append(request)
-            if not self._writing:
-                await self._write(self._call)
             reply = await future
         finally:
             timer.cancel()
-            self._waiting.pop(request_id, None)
+            stream.waiting.pop(request_id, None)
         elapsed = (time.perf_counter() - start) * 1000.0
         if reply.code != 0:
             name = next((c.name for c in grpc.StatusCode if c.value[0] == reply.code), str(reply.code))
             raise GatewayError(name, reply.error.strip() or "no details")
         return reply.prediction, elapsed
 
-    async def _write(self, call) -> None:
-        """Send what waits in the outbox, one message at a time, until it is empty; requests
-        added meanwhile (by other tasks) go together in the next message."""
-        self._writing = True
+    def _start(self) -> _Stream:
+        stream = _Stream(self._open(wait_for_ready=False))
+        loop = asyncio.get_running_loop()
+        stream.tasks = [loop.create_task(self._write(stream)), loop.create_task(self._read(stream))]
+        self._stream = stream
+        return stream
+
+    async def _write(self, stream: _Stream) -> None:
+        """Send what waits, one message per turn: owned by the client, so a caller that gives up
+        (cancelled, timed out) never strands the others' images."""
         try:
-            await asyncio.sleep(0)  # the requests made in this turn of the loop leave together
-            while self._outbox:
-                requests, self._outbox = self._outbox, []
-                try:
-                    await call.write(pb.ClassifyRequests(requests=requests))
-                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                    # the stream is over: its status says why
-                    if call is self._call:
-                        self._call = None
-                    error = GatewayError((await call.code()).name,
-                                         (await call.details() or "").strip() or "no details")
-                    for request in requests + self._outbox:
-                        self._fail(request.id, error)
-                    self._outbox = []
-                    return
-        finally:
-            self._writing = False
+            while True:
+                await stream.wake.wait()
+                stream.wake.clear()
+                while stream.outbox:
+                    requests, stream.outbox = stream.outbox, []
+                    await stream.call.write(pb.ClassifyRequests(requests=requests))
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            code = await stream.call.code()  # the stream is over: its status says why
+            self._end(stream, GatewayError(code.name, (await stream.call.details() or "").strip() or "no details"))
 
-    def _fail(self, request_id: int, error: BaseException) -> None:
-        future = self._waiting.get(request_id)
-        if future is not None and not future.done():
-            future.set_exception(error)
-
-    def _start(self) -> None:
-        self._call = self._open(wait_for_ready=False)
-        self._reader = asyncio.get_running_loop().create_task(self._read(self._call))
-
-    async def _read(self, call) -> None:
-        error: BaseException | None = None
+    async def _read(self, stream: _Stream) -> None:
+        error: GatewayError | None = None
         try:
-            async for message in call:
+            async for message in stream.call:
                 for reply in message.replies:
-                    future = self._waiting.get(reply.id)
+                    future = stream.waiting.get(reply.id)
                     if future is not None and not future.done():
                         future.set_result(reply)
         except grpc.aio.AioRpcError as exc:
             error = GatewayError(exc.code().name, (exc.details() or "").strip() or "no details")
         except asyncio.CancelledError:
             error = GatewayError("CANCELLED", "the client is closing")
-        if self._call is call:
-            self._call = None  # the next image opens another stream
-        elif self._call is not None:
-            return  # a newer stream carries the waiting requests
-        error = error or GatewayError("UNAVAILABLE", "the gateway ended the stream")
-        for request_id in list(self._waiting):
-            self._fail(request_id, error)
+        self._end(stream, error or GatewayError("UNAVAILABLE", "the gateway ended the stream"))
+
+    def _end(self, stream: _Stream, error: GatewayError) -> None:
+        """The stream is over: its images fail with `error`; the next image opens another stream."""
+        if self._stream is stream:
+            self._stream = None
+        for future in stream.waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        stream.outbox.clear()
+        current = asyncio.current_task()
+        for task in stream.tasks:
+            if task is not current:
+                task.cancel()
 
     async def close(self) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            call.cancel()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.call.cancel()
+            for task in stream.tasks:
+                task.cancel()
+            await asyncio.gather(*stream.tasks, return_exceptions=True)
         await self.channel.close()
 
     async def __aenter__(self) -> Self:

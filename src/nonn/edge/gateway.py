@@ -223,6 +223,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 answer(pb.ClassifyReply(id=request.id, prediction=await self.classify(request.image, timeout)))
             except Refused as refused:
                 answer(pb.ClassifyReply(id=request.id, code=refused.code.value[0], error=refused.message))
+            except Exception as exc:  # noqa: BLE001 (every request is answered, and the stream goes on)
+                answer(pb.ClassifyReply(id=request.id, code=grpc.StatusCode.INTERNAL.value[0],
+                                        error=f"the gateway failed on this image: {exc!r}"[:500]))
 
         async def read() -> None:
             try:

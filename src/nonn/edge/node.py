@@ -97,10 +97,12 @@ class StudentServicer(pb_grpc.StudentServicer):
         try:
             array = from_tensor(tensor, allowed=self._allowed)
             self._check(array)
+            if self.pixels is not None and array.dtype == np.uint8:
+                array = self.pixels.apply(array)  # not counted as compute: the model's time alone is
         except TensorError as exc:
             return None, 0, (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if self.pixels is not None and array.dtype == np.uint8:
-            array = self.pixels.apply(array)  # not counted as compute: the model's time alone is
+        except ValueError as exc:  # pixels that do not broadcast against the model's normalisation
+            return None, 0, (grpc.StatusCode.INVALID_ARGUMENT, f"expected {self._expected}: {exc}")
         with self._inferences:
             start = time.perf_counter_ns()
             try:
@@ -132,7 +134,10 @@ class StudentServicer(pb_grpc.StudentServicer):
         return reply
 
     def _answer(self, request: pb.FeaturesRequest) -> pb.FeaturesReply:
-        features, elapsed_us, problem = self._infer(request.tensor)
+        try:
+            features, elapsed_us, problem = self._infer(request.tensor)
+        except Exception as exc:  # noqa: BLE001 (one bad request must not end the stream and its other requests)
+            problem = (grpc.StatusCode.INTERNAL, f"the node failed on this request: {exc!r}"[:500])
         if problem is not None:
             code, error = problem
             return pb.FeaturesReply(id=request.id, code=code.value[0], error=error)

@@ -90,8 +90,11 @@ class NodeLink:
 
     def send(self, jobs: list[Job]) -> None:
         """Send the jobs (same dtype) to the node as one batch."""
-        if not self._closing:
-            self._send(jobs)
+        if self._closing:
+            for job in jobs:
+                self._resolve(job, Answer(grpc.StatusCode.CANCELLED, "the gateway is stopping"))
+            return
+        self._send(jobs)
 
     async def close(self) -> None:
         self._closing = True

@@ -58,7 +58,10 @@ def decode_array(
         raise TensorError(
             f"{what} of shape {shape} and dtype {dtype} needs {expected} bytes of data, got {len(data)}"
         )
-    array = np.frombuffer(data, dtype=wire).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=wire).reshape(shape)
+    except ValueError as exc:  # e.g. [0, 2**40, 2**40]: no data, but too many elements for numpy
+        raise TensorError(f"{what} shape {shape} is too large ({exc}); expected a shape numpy can hold") from None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise TensorError(f"{what} holds NaN or Inf; expected finite values only")
     return array.astype(wire.newbyteorder("="), copy=False)
