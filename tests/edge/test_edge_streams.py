@@ -244,3 +244,41 @@ def test_an_impossible_shape_is_answered_invalid_argument_and_the_stream_goes_on
     assert replies[1].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "too large" in replies[1].error
     assert replies[2].code == 0
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_node_that_never_answers_fails_fast_once_its_batches_pile_up(gateways, shared_nodes, artifacts):
+    """Past MAX_IN_FLIGHT unanswered batches a hung node's images fail at once (zero-filled in
+    degraded mode) while the healthy node keeps serving: nothing waits on the hung one."""
+    from nonn.edge import serving
+    from nonn.edge.fan_out import MAX_IN_FLIGHT
+
+    class Hung(pb_grpc.StudentServicer):  # accepts the stream, reads every batch, answers none
+        def FeaturesStream(self, request_iterator, context):
+            context.send_initial_metadata(())
+            for _ in request_iterator:
+                pass
+            return iter(())
+
+    server, port, _, _ = serving.start_server(lambda s: pb_grpc.add_StudentServicer_to_server(Hung(), s),
+                                              ["nonn.v1.Student"], "127.0.0.1:0", None, True,
+                                              max_message_bytes=1 << 20, workers=2, stream_threads=2)
+    hung = f"127.0.0.1:{port}"
+    address = gateways(artifacts.manifest, [shared_nodes[0], hung], insecure=True, deadline_s=0.05, degraded=True)
+
+    async def run():
+        async with StreamingClient(address, insecure=True) as client:
+            out = []
+            for i in range(MAX_IN_FLIGHT + 8):
+                start = time.monotonic()
+                result = await client.classify(IMAGES[i % len(IMAGES)], timeout_s=TIMEOUT, layout="HWC")
+                out.append((result, time.monotonic() - start))
+            return out
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        server.stop(0)
+    assert all(r["degraded"] and r["missing_nodes"] == [hung] and not r["nodes"][0]["missing"] for r, _ in results)
+    late = results[MAX_IN_FLIGHT:]
+    assert all(f"has {MAX_IN_FLIGHT} batches it has not answered" in r["nodes"][1]["error"] for r, _ in late)
+    assert all(elapsed < 0.05 for _, elapsed in late)  # no longer waits for the deadline

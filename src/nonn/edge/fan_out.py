@@ -21,7 +21,7 @@ import grpc
 from nonn.edge.node_link import Answer, Job, NodeLink
 
 MAX_BATCH = 16
-MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered
+MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered; beyond, its images fail at once
 
 
 class FanOut:
@@ -60,15 +60,18 @@ class FanOut:
     def pump(self) -> None:
         """Send the waiting images: at once when no node is busy; while one is, only full batches."""
         while self._pending:
-            if any(link.in_flight >= self.max_in_flight for link in self.links):
-                return
             if any(link.busy for link in self.links) and self._waiting() < self.max_batch:
                 return  # they leave together when the last busy node answers
             batch = self._take()
             if not batch:
                 return
             for k, link in enumerate(self.links):
-                link.send([jobs[k] for jobs in batch])
+                jobs = [images[k] for images in batch]
+                if link.in_flight >= self.max_in_flight:  # hung, or far slower than the deadline
+                    link.reject(jobs, f"has {link.in_flight} batches it has not answered; it is hung or far "
+                                      "slower than the deadline")
+                else:
+                    link.send(jobs)
 
     def close(self) -> None:
         """Answer the images that never left: the gateway is stopping."""

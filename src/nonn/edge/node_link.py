@@ -96,6 +96,11 @@ class NodeLink:
             return
         self._send(jobs)
 
+    def reject(self, jobs: list[Job], why: str) -> None:
+        """Answer the jobs UNAVAILABLE without sending them (the other nodes still get theirs)."""
+        for job in jobs:
+            self._resolve(job, Answer(grpc.StatusCode.UNAVAILABLE, why))
+
     async def close(self) -> None:
         self._closing = True
         if self._call is not None:
