@@ -282,3 +282,17 @@ def test_a_node_that_never_answers_fails_fast_once_its_batches_pile_up(gateways,
     late = results[MAX_IN_FLIGHT:]
     assert all(f"has {MAX_IN_FLIGHT} batches it has not answered" in r["nodes"][1]["error"] for r, _ in late)
     assert all(elapsed < 0.05 for _, elapsed in late)  # no longer waits for the deadline
+
+
+def test_a_batch_too_large_for_a_node_is_sent_again_in_smaller_batches(gateways, processes, artifacts):
+    """16 float32 8x8x3 images are 12 kB; nodes that take 4 kB messages refuse the batch, and
+    the gateway halves its batches until they fit instead of failing the images."""
+    small = [processes.node(model, "--max-message-bytes", "4096")[1] for model in artifacts.students]
+    address = gateways(artifacts.manifest, small, insecure=True)
+    results = asyncio.run(_classify_all(address, IMAGES, timeout_s=TIMEOUT))
+    for image, result in zip(IMAGES, results):
+        np.testing.assert_allclose(result["logits"], reference(artifacts, image), atol=1e-5)
+        assert not result["degraded"]
+    assert max(n["batch_size"] for r in results for n in r["nodes"]) * 4 * int(np.prod(SHAPE)) <= 4096
+    again = asyncio.run(_classify_all(address, IMAGES, timeout_s=TIMEOUT))  # later batches start small
+    assert all(n["batch_size"] <= 4 for r in again for n in r["nodes"])

@@ -27,9 +27,11 @@ MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered; beyond, its
 class FanOut:
     """Batches images across the K node links (NodeLink.on_idle must call pump)."""
 
-    def __init__(self, links: list[NodeLink], *, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT):
+    def __init__(self, links: list[NodeLink], *, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT,
+                 max_batch_bytes: int | None = None):
         self.links = links
         self.max_batch = max(1, int(max_batch))
+        self.max_batch_bytes = max_batch_bytes  # the pixels of one batch: what a message may carry
         self.max_in_flight = max(1, int(max_in_flight))
         self._pending: deque[list[Job]] = deque()  # per image, its K jobs in partition order
         self._pump_soon = False
@@ -84,15 +86,20 @@ class FanOut:
         return sum(1 for jobs in self._pending if _live(jobs))
 
     def _take(self) -> list[list[Job]]:
-        """Up to max_batch waiting images, oldest first, of one dtype; given-up ones are dropped."""
+        """Up to max_batch waiting images, oldest first, of one dtype, within the bytes a message
+        to every node may carry; given-up ones are dropped."""
+        caps = [c for c in (self.max_batch_bytes, *(link.max_batch_bytes for link in self.links)) if c]
+        cap = min(caps) if caps else None
         batch: list[list[Job]] = []
+        nbytes = 0
         while self._pending and len(batch) < self.max_batch:
             jobs = self._pending[0]
             if not _live(jobs):
                 self._pending.popleft()
                 continue
-            if batch and jobs[0].x.dtype != batch[0][0].x.dtype:
+            if batch and (jobs[0].x.dtype != batch[0][0].x.dtype or (cap and nbytes + jobs[0].x.nbytes > cap)):
                 break
+            nbytes += jobs[0].x.nbytes
             batch.append(self._pending.popleft())
         return batch
 

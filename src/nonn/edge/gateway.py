@@ -30,6 +30,7 @@ from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
 SERVICE_NAME = "nonn.v1.Gateway"
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(3, 1, 1)  # ITU-R BT.601
 MAX_IN_FLIGHT_PER_STREAM = 64  # ClassifyStream requests handled at once on one stream
+MESSAGE_HEADROOM_BYTES = 4096  # a FeaturesRequest's fields beside the pixels
 _OK = grpc.StatusCode.OK
 
 
@@ -98,6 +99,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self._zeros = [np.zeros((1, n), dtype=np.float32) for n in self._sizes]
         self._credentials = credentials
         self._options = node_channel_options(max_message_bytes)
+        self._max_message_bytes = int(max_message_bytes)
         self.channels: list[grpc.aio.Channel] = []
         self.links: list[NodeLink] = []
         self.fan_out: FanOut | None = None
@@ -112,7 +114,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             self.channels.append(channel)
             self.links.append(NodeLink(channel, self._sizes[k],
                                        describe=f"is it serving {self.manifest.students[k].file.name}?"))
-        self.fan_out = FanOut(self.links, max_batch=self.max_batch)
+        # a batch's pixels stay under the gateway's own message limit, with room for the framing
+        self.fan_out = FanOut(self.links, max_batch=self.max_batch,
+                              max_batch_bytes=max(1, self._max_message_bytes - MESSAGE_HEADROOM_BYTES))
         for link in self.links:
             link.on_idle = self.fan_out.pump
 
@@ -367,6 +371,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         details = (details or "").strip().splitlines()[0][:300] if (details or "").strip() else ""
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return code, f"did not answer within {timeout * 1000:.0f} ms"
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return code, details
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
             return code, f"is unavailable: {details}" if code == grpc.StatusCode.UNAVAILABLE else details
         if code == grpc.StatusCode.FAILED_PRECONDITION:

@@ -72,6 +72,8 @@ class NodeLink:
         self._batches: dict[int, tuple[object, list[Job], int]] = {}  # id -> (call or None, jobs, bytes sent)
         self._ids = itertools.count(1)
         self._closing = False
+        self._accepted: set = set()  # streams the node accepted (its initial metadata came)
+        self.max_batch_bytes: int | None = None  # learned when the node refused a batch as too large
         self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self.streams = True  # False once the node refused the stream
 
@@ -172,6 +174,7 @@ class NodeLink:
             await call.initial_metadata()
             if call.done():
                 return
+            self._accepted.add(call)
             while (payload := await outbox.get()) is not None:
                 yield payload
 
@@ -211,15 +214,22 @@ class NodeLink:
         outbox.put_nowait(None)
         if self._call is call:
             self._outbox, self._call = None, None
+        accepted = call in self._accepted
+        self._accepted.discard(call)
         mine = [batch_id for batch_id, (on, _, _) in self._batches.items() if on is call]
         refused = {batch_id: self._batches.pop(batch_id)[1] for batch_id in mine}
         jobs = [job for batch in refused.values() for job in batch]
-        if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED) and not self._closing:
-            self.streams = False  # an older node, or one serving too many streams
+        if (not accepted and not self._closing
+                and code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED)):
+            self.streams = False  # the node refused the stream: an older node, or one serving too many
             for batch_id in mine:
                 self._send(refused[batch_id])
             return
-        if self._closing:
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not self._closing:
+            if self._resend_smaller(list(refused.values())):
+                return
+            details = f"refused a message as too large ({details}); raise its --max-message-bytes"
+        elif self._closing:
             code, details = grpc.StatusCode.CANCELLED, "the gateway is stopping"
         elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION):
             # The node's verdict on a batch travels in its reply; a stream that ends
@@ -229,13 +239,40 @@ class NodeLink:
             self._resolve(job, Answer(code, details))
         self.on_idle()
 
+    def _resend_smaller(self, batches: list[list[Job]]) -> bool:
+        """The node refused a message as too large: halve the batch size in bytes it is sent and
+        send these jobs again in batches that small. False when no batch had more than one image
+        to split (then they fail)."""
+        if all(len(jobs) < 2 for jobs in batches):
+            return False
+        largest = max(sum(job.x.nbytes for job in jobs) for jobs in batches)
+        self.max_batch_bytes = max(1, min(self.max_batch_bytes or largest, largest) // 2)
+        for jobs in batches:
+            chunk: list[Job] = []
+            for job in (j for j in jobs if not (j.dropped or j.future.done())):
+                if chunk and sum(j.x.nbytes for j in chunk) + job.x.nbytes > self.max_batch_bytes:
+                    self._send(chunk)
+                    chunk = []
+                chunk.append(job)
+            if chunk:
+                self._send(chunk)
+        return True
+
     async def _call_features(self, batch_id: int, tensor: pb.Tensor, timeout: float) -> None:
         call = self._features_call(tensor.SerializeToString(), timeout=max(timeout, 1e-3), wait_for_ready=False)
         try:
             raw = await call
             metadata = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
-            answers = self._answers(exc.code(), exc.details() or "", None, 0)
+            code, details = exc.code(), exc.details() or ""
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                jobs = self._batches.get(batch_id, (None, []))[1]
+                if len(jobs) > 1:  # too large for the node: send its images again in smaller batches
+                    del self._batches[batch_id]
+                    self._resend_smaller([jobs])
+                    return
+                details = f"refused a message as too large ({details}); raise its --max-message-bytes"
+            answers = self._answers(code, details, None, 0)
         except asyncio.CancelledError:
             answers = self._answers(grpc.StatusCode.CANCELLED, "the gateway is stopping", None, 0)
         else:
