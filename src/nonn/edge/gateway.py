@@ -22,7 +22,7 @@ from nonn.edge.errors import EdgeError, TensorError
 from nonn.edge.fan_out import MAX_BATCH, FanOut
 from nonn.edge.manifest import Manifest, load_manifest
 from nonn.edge.node import load_session
-from nonn.edge.node_link import Job, NodeLink
+from nonn.edge.node_link import MESSAGE_HEADROOM_BYTES, Job, NodeLink
 from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import decode_array
 from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
@@ -30,7 +30,6 @@ from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
 SERVICE_NAME = "nonn.v1.Gateway"
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(3, 1, 1)  # ITU-R BT.601
 MAX_IN_FLIGHT_PER_STREAM = 64  # ClassifyStream requests handled at once on one stream
-MESSAGE_HEADROOM_BYTES = 4096  # a FeaturesRequest's fields beside the pixels
 _OK = grpc.StatusCode.OK
 
 

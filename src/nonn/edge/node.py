@@ -21,6 +21,7 @@ from nonn.edge.tensors import from_tensor, to_tensor
 from nonn.edge.tls import server_credentials
 
 COMPUTE_TIME_KEY = "nonn-compute-us"  # trailing metadata: model time in microseconds
+MAX_MESSAGE_KEY = "nonn-max-message-bytes"  # FeaturesStream's initial metadata: the largest request taken
 SERVICE_NAME = "nonn.v1.Student"
 MAX_STREAMS = 32  # FeaturesStream calls open at once (a gateway opens two); each holds a thread
 ORT_DTYPES = {
@@ -60,7 +61,8 @@ class StudentServicer(pb_grpc.StudentServicer):
     Features answers one call; FeaturesStream answers a gateway's stream of requests, in
     order, on one thread (or concurrently when a link delay is emulated)."""
 
-    def __init__(self, session: ort.InferenceSession, delay_ms: float = 0.0, workers: int = 4):
+    def __init__(self, session: ort.InferenceSession, delay_ms: float = 0.0, workers: int = 4,
+                 max_message_bytes: int | None = None):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise EdgeError("a student model must have exactly one input and one output; re-export it")
@@ -72,6 +74,7 @@ class StudentServicer(pb_grpc.StudentServicer):
         if self.input_dtype is None:
             raise EdgeError(f"model input type {inputs[0].type} is not supported; export it with float32 input")
         self.delay_s = max(0.0, float(delay_ms)) / 1000.0
+        self.max_message_bytes = max_message_bytes
         # uint8 pixels are normalised here when the model carries its normalisation
         self.pixels = Normalisation.from_metadata(session.get_modelmeta().custom_metadata_map)
         if self.input_dtype != "float32" or (self.pixels is not None and isinstance(self.input_shape[1], int)
@@ -148,7 +151,9 @@ class StudentServicer(pb_grpc.StudentServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"this node already serves {MAX_STREAMS} streams; stop an unused gateway")
         try:
-            context.send_initial_metadata(())  # the stream is accepted: the caller may write
+            # the stream is accepted: the caller may write, in messages no larger than this
+            context.send_initial_metadata(((MAX_MESSAGE_KEY, str(self.max_message_bytes)),)
+                                          if self.max_message_bytes else ())
             if self.delay_s:
                 yield from self._delayed_stream(request_iterator)
             else:
@@ -243,7 +248,7 @@ def serve_node(
 
 def _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_threads, delay_ms, workers):
     server_credentials(tls, insecure)  # refuse plaintext before paying for the model load
-    servicer = StudentServicer(load_session(model_path, intra_op_threads), delay_ms, workers)
+    servicer = StudentServicer(load_session(model_path, intra_op_threads), delay_ms, workers, max_message_bytes)
     server, port, mode, health = serving.start_server(
         lambda server: pb_grpc.add_StudentServicer_to_server(servicer, server),
         [SERVICE_NAME],

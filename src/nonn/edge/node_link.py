@@ -16,10 +16,11 @@ from google.protobuf.message import DecodeError
 
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge.errors import TensorError
-from nonn.edge.node import COMPUTE_TIME_KEY
+from nonn.edge.node import COMPUTE_TIME_KEY, MAX_MESSAGE_KEY
 from nonn.edge.tensors import dtype_name, from_tensor
 
 FEATURES_METHOD = "/nonn.v1.Student/Features"
+MESSAGE_HEADROOM_BYTES = 256  # a FeaturesRequest's fields beside the pixels (shape, dtype, id, timeout)
 STREAM_METHOD = "/nonn.v1.Student/FeaturesStream"
 _OK = grpc.StatusCode.OK
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -124,7 +125,7 @@ class NodeLink:
             self._open()
         self._batches[batch_id] = (self._call, jobs, tensor.ByteSize())
         request = pb.FeaturesRequest(id=batch_id, tensor=tensor, timeout_us=max(1, int(timeout * 1e6)))
-        self._outbox.put_nowait(request.SerializeToString())
+        self._outbox.put_nowait((batch_id, request.SerializeToString()))
 
     def _finish(self, batch_id: int, answer_of) -> None:
         """A batch's reply is in: answer each job."""
@@ -171,11 +172,22 @@ class NodeLink:
         async def requests():
             # Write nothing before the node has accepted the stream: a write racing its refusal
             # would turn the refusal (UNIMPLEMENTED, RESOURCE_EXHAUSTED) into INTERNAL.
-            await call.initial_metadata()
+            limit = _max_message_bytes(await call.initial_metadata())
             if call.done():
                 return
             self._accepted.add(call)
-            while (payload := await outbox.get()) is not None:
+            if limit:  # the node says how large a message it takes: batches stay below it
+                self.max_batch_bytes = min(self.max_batch_bytes or limit, max(1, limit - MESSAGE_HEADROOM_BYTES))
+            while (item := await outbox.get()) is not None:
+                batch_id, payload = item
+                entry = self._batches.get(batch_id)
+                if entry is None:
+                    continue  # answered or failed meanwhile
+                if limit and len(payload) > limit and len(entry[1]) > 1:
+                    # batched before the node said what it takes: send its images in smaller batches
+                    del self._batches[batch_id]
+                    self._resend_smaller([entry[1]])
+                    continue
                 yield payload
 
         call = self._open_stream(requests(), wait_for_ready=False)
@@ -246,7 +258,8 @@ class NodeLink:
         if all(len(jobs) < 2 for jobs in batches):
             return False
         largest = max(sum(job.x.nbytes for job in jobs) for jobs in batches)
-        self.max_batch_bytes = max(1, min(self.max_batch_bytes or largest, largest) // 2)
+        if not self.max_batch_bytes or self.max_batch_bytes >= largest:
+            self.max_batch_bytes = max(1, largest // 2)
         for jobs in batches:
             chunk: list[Job] = []
             for job in (j for j in jobs if not (j.dropped or j.future.done())):
@@ -284,6 +297,17 @@ class NodeLink:
             else:
                 answers = self._answers(_OK, "", reply, _compute_us(metadata))
         self._finish(batch_id, answers)
+
+
+def _max_message_bytes(metadata) -> int | None:
+    """The largest message the node takes, from its stream's initial metadata (None: not said)."""
+    for key, value in metadata or ():
+        if key == MAX_MESSAGE_KEY:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _compute_us(metadata) -> int:
