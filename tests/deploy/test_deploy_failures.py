@@ -32,12 +32,12 @@ def test_a_node_that_fails_to_start_is_one_line_exit_2(deployed, tmp_path, capsy
     assert set(edge_children()) - already == set()
 
 
-def test_ctrl_c_stops_every_process(deployed, tmp_path):
-    run = copy_run(deployed[0], tmp_path / "run")
+def _deployer(run, stderr) -> tuple[subprocess.Popen, list[int]]:
+    """`nonn deploy-local` on a long load, and the pids of its servers once the gateway is up."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "nonn.cli", "deploy-local", str(run), "--insecure",
                              "--requests", "100000", "--concurrency", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO, env=env)
     pids = []
     try:
         for line in proc.stdout:
@@ -45,6 +45,17 @@ def test_ctrl_c_stops_every_process(deployed, tmp_path):
                 pids.append(int(line.split(" pid ", 1)[1].split()[0]))
             if line.startswith("[deploy] gateway pid"):
                 break
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, pids
+
+
+def test_ctrl_c_stops_every_process(deployed, tmp_path):
+    run = copy_run(deployed[0], tmp_path / "run")
+    proc, pids = _deployer(run, subprocess.PIPE)
+    try:
         assert len(pids) == 3, proc.stderr.read()
         assert all(pid_alive(pid) for pid in pids)
         sent = time.monotonic()
@@ -63,17 +74,8 @@ def test_ctrl_c_stops_every_process(deployed, tmp_path):
 @pytest.mark.slow  # PR_SET_PDEATHSIG; about 6 s
 def test_sigkill_of_the_deployer_takes_its_children_along(deployed, tmp_path):
     run = copy_run(deployed[0], tmp_path / "run")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nonn.cli", "deploy-local", str(run), "--insecure",
-                             "--requests", "100000", "--concurrency", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=env)
-    pids = []
+    proc, pids = _deployer(run, subprocess.DEVNULL)
     try:
-        for line in proc.stdout:
-            if line.startswith("[deploy] ") and " pid " in line:
-                pids.append(int(line.split(" pid ", 1)[1].split()[0]))
-            if line.startswith("[deploy] gateway pid"):
-                break
         proc.kill()
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10

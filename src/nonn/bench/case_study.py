@@ -44,6 +44,7 @@ from .links import (
     transfer_time_s,
 )
 from .profiles import DeviceProfile, LinkProfile, get_device, get_link
+from .synthetic import parse_input
 
 BENCH_FORMAT = 1
 DEFAULT_LINKS = ("wifi",)
@@ -724,18 +725,6 @@ def headline(result: dict) -> dict:
 
 
 # -- the command ------------------------------------------------------------------------------
-
-def parse_input(text) -> tuple[int, int, int]:
-    if isinstance(text, (tuple, list)):
-        return tuple(int(v) for v in text)
-    try:
-        shape = tuple(int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"--input must be CxHxW with positive integers, like 3x32x32; got {text!r}")
-    return shape
-
 
 def resolve_shaping(shaping: str) -> tuple[str, str]:
     """(mode, why) for --shaping auto|netns|in-process."""

@@ -26,6 +26,7 @@ from ..deploy.local import bytes_per_inference, request_bytes
 from ..deploy.processes import interrupt_on_signals
 from ..deploy.procfs import peak_rss_bytes
 from ..errors import ConfigError
+from .synthetic import parse_input
 from .transport_floor import TransportFloor
 
 BENCH_FORMAT = 1
@@ -36,18 +37,6 @@ CEILING_BATCHES = (1, 8)
 LOAD_CONCURRENCY = (1, 8)
 DISTINCT_IMAGES = 64
 UNTRAINED_NOTE = "UNTRAINED weights: latency, throughput and memory are real; predictions are meaningless"
-
-
-def parse_input(text: str | tuple) -> tuple[int, int, int]:
-    if isinstance(text, tuple):
-        return text
-    try:
-        shape = tuple(int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"--input must be CxHxW with positive integers, like 3x32x32; got {text!r}")
-    return shape
 
 
 def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path, log) -> dict:

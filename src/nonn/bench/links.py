@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nonn.bench.profiles import LinkProfile
+from nonn.deploy.procfs import pid_alive
 from nonn.errors import NonnError
 
 log = logging.getLogger(__name__)
@@ -155,16 +156,6 @@ def choose_shaping_mode(prefer_netns: bool = True) -> tuple[str, str]:
     return SHAPING_TOKEN_BUCKET, f"namespaces not usable: {reason}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _list_namespaces(ip: str) -> list[str]:
     done = _run([ip, "netns", "list"], check=False)
     return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
@@ -193,7 +184,7 @@ def cleanup_stale(prefix: str = DEFAULT_PREFIX, include_live: bool = False) -> l
     candidates = [(name, ns_pattern.match(name), "netns") for name in _list_namespaces(ip)]
     candidates += [(name, link_pattern.match(name), "link") for name in _list_links(ip)]
     for name, match, kind in candidates:
-        if not match or not (include_live or not _pid_alive(int(match.group(1)))):
+        if not match or not (include_live or not pid_alive(int(match.group(1)))):
             continue
         if _run([ip, kind, "del", name], check=False).returncode == 0:
             removed.append(name)

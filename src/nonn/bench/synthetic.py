@@ -9,6 +9,7 @@ from torch import nn
 
 from ..budget import balanced_sizes
 from ..distill.nonn_model import NoNN, build_nonn
+from ..errors import ConfigError
 from ..models import create_model, probe_feature_shape
 
 
@@ -20,6 +21,19 @@ class SyntheticModels:
     teacher_arch: str
     student_archs: list[str]
     feature_shape: tuple[int, int, int]
+
+
+def parse_input(text) -> tuple[int, int, int]:
+    """"3x32x32" (or a sequence of three ints) -> (C, H, W); ConfigError naming the form otherwise."""
+    if isinstance(text, (tuple, list)):
+        return tuple(int(v) for v in text)
+    try:
+        shape = tuple(int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input must be CxHxW with positive integers, like 3x32x32; got {text!r}")
+    return shape
 
 
 def untrained_models(teacher_arch: str, student_arch: str, k: int, input_shape: tuple[int, int, int], *,
