@@ -25,7 +25,7 @@ MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered; beyond, its
 
 
 class FanOut:
-    """Batches images across the K node links (NodeLink.on_idle must call pump)."""
+    """Batches images across the K node links (each NodeLink's on_idle must call pump)."""
 
     def __init__(self, links: list[NodeLink], *, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT,
                  max_batch_bytes: int | None = None):
@@ -62,7 +62,7 @@ class FanOut:
     def pump(self) -> None:
         """Send the waiting images: at once when no node is busy; while one is, only full batches."""
         while self._pending:
-            if any(link.busy for link in self.links) and self._waiting() < self.max_batch:
+            if any(link.busy for link in self.links) and not self._full():
                 return  # they leave together when the last busy node answers
             batch = self._take()
             if not batch:
@@ -82,14 +82,21 @@ class FanOut:
                 if not job.future.done():
                     job.future.set_result(Answer(grpc.StatusCode.CANCELLED, "the gateway is stopping"))
 
-    def _waiting(self) -> int:
-        return sum(1 for jobs in self._pending if _live(jobs))
+    def _cap(self) -> int | None:
+        """The bytes of pixels a message to every node may carry (None: no limit known)."""
+        caps = [c for c in (self.max_batch_bytes, *(link.max_batch_bytes for link in self.links)) if c]
+        return min(caps) if caps else None
+
+    def _full(self) -> bool:
+        """Whether the waiting images make a full batch, by count or by bytes."""
+        live = [jobs for jobs in self._pending if _live(jobs)]
+        cap = self._cap()
+        return len(live) >= self.max_batch or bool(cap and sum(jobs[0].x.nbytes for jobs in live) >= cap)
 
     def _take(self) -> list[list[Job]]:
         """Up to max_batch waiting images, oldest first, of one dtype, within the bytes a message
         to every node may carry; given-up ones are dropped."""
-        caps = [c for c in (self.max_batch_bytes, *(link.max_batch_bytes for link in self.links)) if c]
-        cap = min(caps) if caps else None
+        cap = self._cap()
         batch: list[list[Job]] = []
         nbytes = 0
         while self._pending and len(batch) < self.max_batch:
