@@ -82,3 +82,10 @@ def test_register_adds_the_four_subcommands():
     assert args.json and args.file == "x.png"
     args = parser.parse_args(["certs", "d", "--nodes", "2", "--host", "a", "--host", "b"])
     assert args.host == ["a", "b"]
+
+
+def test_a_gateway_max_batch_below_one_is_one_line_and_exit_2(artifacts):
+    result = run("gateway", "--manifest", str(artifacts.manifest), "--nodes", "127.0.0.1:1,127.0.0.1:2",
+                 "--insecure", "--max-batch", "0")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "--max-batch must be at least 1, got 0" in lines[0]
