@@ -64,7 +64,8 @@ class StudentServicer:
         """The same work over one long-lived stream, which the gateway keeps open to each node:
         a message on an open stream costs far less than a call. Every request is answered by
         one reply carrying its id; replies may come out of order. A failed request is answered
-        with its status in the reply and the stream stays open.
+        with its status in the reply and the stream stays open. When it accepts the stream the
+        node sends initial metadata "nonn-max-message-bytes": the largest request it takes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
