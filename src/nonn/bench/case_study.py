@@ -155,18 +155,10 @@ def choose_compressed_arch(family: str, target_params: int, *, in_shape, num_cla
 
 
 def normalise(images: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 [N, H, W, C] -> float32 [N, 1, C, H, W], the arithmetic of the gateway's preprocessing."""
-    out = []
-    channels = images.shape[-1]
-    m = np.asarray(mean, dtype=np.float32).reshape(channels, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(channels, 1, 1)
-    for image in images:
-        x = image.transpose(2, 0, 1).astype(np.float32, order="C")
-        x /= np.float32(255.0)
-        x -= m
-        x /= s
-        out.append(np.ascontiguousarray(x)[None])
-    return np.stack(out)
+    """uint8 [N, H, W, C] -> float32 [N, 1, C, H, W], with the gateway's (and the nodes') arithmetic."""
+    from nonn.edge.pixels import Normalisation
+
+    return Normalisation.of(255.0, mean, std).apply(images.transpose(0, 3, 1, 2))[:, None]
 
 
 def prepare_architecture(teacher_arch: str, student_arch: str, k: int, input_shape, work: Path, *,

@@ -36,6 +36,7 @@ CEILING_WORKERS = 2
 CEILING_BATCHES = (1, 8)
 LOAD_CONCURRENCY = (1, 8)
 DISTINCT_IMAGES = 64
+UNTRAINED_MEAN, UNTRAINED_STD = 0.5, 0.25  # the normalisation the untrained models are exported with
 UNTRAINED_NOTE = "UNTRAINED weights: latency, throughput and memory are real; predictions are meaningless"
 
 
@@ -47,8 +48,8 @@ def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path
 
     models = untrained_models(teacher_arch, student_arch, k, input_shape)
     channels = input_shape[0]
-    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=(0.5,) * channels,
-                std=(0.25,) * channels, classes=[str(i) for i in range(10)], archs=models.student_archs, log=log,
+    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=(UNTRAINED_MEAN,) * channels,
+                std=(UNTRAINED_STD,) * channels, classes=[str(i) for i in range(10)], archs=models.student_archs, log=log,
                 source={"untrained": True, "teacher_arch": teacher_arch, "student_arch": student_arch, "seed": 0})
     save_checkpoint(out / "teacher_untrained.pt", {"state_dict": models.teacher.state_dict(), "arch": teacher_arch,
                                                     "num_classes": 10, "in_channels": channels})
@@ -59,9 +60,12 @@ def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path
 
 
 def normalised(images_hwc: np.ndarray) -> np.ndarray:
-    """What the gateway feeds the nodes: [N, 1, C, H, W] float32 with mean 0.5, std 0.25."""
-    x = images_hwc.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-    return ((x - np.float32(0.5)) / np.float32(0.25))[:, None]
+    """What the nodes run on: [N, 1, C, H, W] float32, normalised as the exported models say."""
+    from nonn.edge.pixels import Normalisation
+
+    channels = images_hwc.shape[-1]
+    norm = Normalisation.of(255.0, (UNTRAINED_MEAN,) * channels, (UNTRAINED_STD,) * channels)
+    return norm.apply(images_hwc.transpose(0, 3, 1, 2))[:, None]
 
 
 def compute_ceiling(student_files: list[Path], inputs: np.ndarray, *, images_per_worker: int,

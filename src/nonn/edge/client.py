@@ -20,6 +20,8 @@ from nonn.edge.tensors import encode_array
 from nonn.edge.tls import channel_credentials, open_channel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
 
 
 def read_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
@@ -103,9 +105,7 @@ class GatewayClient:
     """
 
     def __init__(self, gateway: str, *, tls=None, insecure: bool = False):
-        options = [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
-        self.channel = open_channel(gateway, channel_credentials(tls, insecure), options)
+        self.channel = open_channel(gateway, channel_credentials(tls, insecure), CHANNEL_OPTIONS)
         self._classify = pb_grpc.GatewayStub(self.channel).Classify
 
     def classify(self, image: str | Path | np.ndarray, *, timeout_s: float = 5.0, layout: str | None = None) -> dict:
@@ -153,8 +153,7 @@ class StreamingClient:
     """
 
     def __init__(self, gateway: str, *, tls=None, insecure: bool = False):
-        options = [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
+        options = CHANNEL_OPTIONS
         credentials = channel_credentials(tls, insecure)
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(gateway, options=options)
