@@ -47,6 +47,14 @@ class FileServer:
 
 
 @pytest.fixture(autouse=True)
+def _no_system_data(monkeypatch, tmp_path):
+    # Debian's /usr/share/datasets and the user's cache would answer for the files a test withholds;
+    # tests that want a system folder pass system_dirs or patch this themselves.
+    monkeypatch.setattr("nonn.data.fetch.SYSTEM_DATA_DIRS", ())
+    monkeypatch.setenv("NONN_DATA_DIR", str(tmp_path / "default-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _no_proxy_no_mirror(monkeypatch):
     # A proxy or mirror from the developer's shell would send loopback requests elsewhere.
     for var in (
@@ -57,7 +65,6 @@ def _no_proxy_no_mirror(monkeypatch):
         "all_proxy",
         "ALL_PROXY",
         "NONN_DATA_MIRROR",
-        "NONN_DATA_DIR",
     ):
         monkeypatch.delenv(var, raising=False)
 

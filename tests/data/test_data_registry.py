@@ -27,7 +27,7 @@ def test_unknown_dataset_lists_the_choices():
 
 def test_names_are_case_and_underscore_tolerant():
     assert load_dataset("DIGITS", limit_train=5).name == "digits"
-    with pytest.raises(DataError, match="not in"):
+    with pytest.raises(DataError, match="is in none of"):
         # Resolved to fashion-mnist (not 'unknown'); no files and no downloading allowed.
         load_dataset("Fashion_MNIST", data_dir="/nonexistent-nonn", download=False)
 
@@ -39,6 +39,7 @@ def test_default_augmentation():
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("NONN_DATA_DIR")
     assert default_data_dir() == Path.home() / ".cache" / "nonn"
     monkeypatch.setenv("NONN_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path

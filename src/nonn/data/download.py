@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
+import zlib
 import os
 import sys
 import urllib.error
@@ -30,16 +32,52 @@ def file_digest(path: str | os.PathLike, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+def gunzipped_md5(path: str | os.PathLike) -> str:
+    """MD5 of a gzip file's decompressed content; OSError, EOFError or zlib.error if it is not whole gzip."""
+    digest = hashlib.md5()
+    with gzip.open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def checksum_problem(
-    path: str | os.PathLike, md5: str | None = None, sha256: str | None = None
+    path: str | os.PathLike,
+    md5: str | None = None,
+    sha256: str | None = None,
+    content_md5: str | None = None,
 ) -> str | None:
-    """None if the file matches every given checksum, else 'expected md5 X, got Y'."""
+    """None if the file matches every given checksum, else why not, in a few words.
+
+    With ``content_md5`` (the MD5 of a gzip file's decompressed bytes), a file whose archive ``md5``
+    differs is still accepted when its content matches: a re-compressed copy of the same data.
+    """
     for algorithm, expected in (("md5", md5), ("sha256", sha256)):
         if expected:
             actual = file_digest(path, algorithm)
-            if actual.lower() != expected.lower():
-                return f"expected {algorithm} {expected.lower()}, got {actual}"
+            if actual.lower() == expected.lower():
+                continue
+            if algorithm == "md5" and content_md5:
+                problem = _content_problem(path, content_md5, actual)
+                if problem is None:
+                    continue
+                return problem
+            return f"expected {algorithm} {expected.lower()}, got {actual}"
+    if content_md5 and not md5:
+        return _content_problem(path, content_md5, None)
     return None
+
+
+def _content_problem(path: str | os.PathLike, expected: str, archive_md5: str | None) -> str | None:
+    """None if the decompressed content has MD5 ``expected``, else why the file is refused."""
+    prefix = f"archive md5 {archive_md5} is not the official one and " if archive_md5 else ""
+    try:
+        actual = gunzipped_md5(path)
+    except (OSError, EOFError, zlib.error) as err:
+        return f"{prefix}it does not decompress ({err}): truncated or not gzip"
+    if actual.lower() == expected.lower():
+        return None
+    return f"{prefix}its decompressed content has md5 {actual}, expected {expected.lower()}: not the genuine data"
 
 
 def _progress_bar(total: int | None, name: str, enabled: bool):
@@ -62,6 +100,7 @@ def download(
     md5: str | None = None,
     sha256: str | None = None,
     progress: bool = True,
+    content_md5: str | None = None,
 ) -> Path:
     """Download `url` to `dest`; a failure or checksum mismatch leaves no file at `dest`."""
     dest = Path(dest)
@@ -81,7 +120,7 @@ def download(
                     f"download of {dest.name} from {url} stopped at {received} of {total} bytes; "
                     "run the command again to retry"
                 )
-            problem = checksum_problem(tmp, md5, sha256)
+            problem = checksum_problem(tmp, md5, sha256, content_md5)
             if problem:
                 raise ChecksumError(
                     f"checksum mismatch for {dest.name} downloaded from {url}: {problem}; the file was "

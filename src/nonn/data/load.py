@@ -30,7 +30,7 @@ def _resolve_sources(
     if sources is not None and name in sources:
         return as_sources(sources[name])
     mirror = os.environ.get(MIRROR_ENV)
-    urls = [Source(mirrored(s.url, mirror), s.filename, s.md5) for s in official]
+    urls = [Source(mirrored(s.url, mirror), s.filename, s.md5, s.content_md5) for s in official]
     return list(dict.fromkeys(urls))  # a mirror may map two hosts onto one URL
 
 
@@ -68,7 +68,8 @@ def load_dataset(
     if chosen:
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         files = fetch_files(
-            entry.name, chosen, root, download_missing=download, extra_dirs=entry.extra_dirs
+            entry.name, chosen, root, download_missing=download, extra_dirs=entry.extra_dirs,
+            install_hint=entry.install_hint,
         )
     raw = entry.read(files)
 

@@ -30,6 +30,20 @@ FASHION_MD5 = {
     TEST_IMAGES: "bef4ecab320f06d8554ea6380940ec79",
     TEST_LABELS: "bb300cfdad3c16e7a12a480ee83cd310",
 }
+# MD5 of each file's decompressed IDX bytes: the genuine data, however it was re-compressed (Debian's
+# dataset-fashion-mnist re-gzips its files, so their archive MD5 differs from the official one).
+MNIST_CONTENT_MD5 = {
+    TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
+    TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
+    TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
+    TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+}
+FASHION_CONTENT_MD5 = {
+    TRAIN_IMAGES: "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    TRAIN_LABELS: "9018921c3c673c538a1fc5bad174d6f9",
+    TEST_IMAGES: "8181f5470baa50b63fa0f6fddb340f0a",
+    TEST_LABELS: "15d484375f8d13e6eb1aabb0c3f46965",
+}
 # The original host often refuses downloads, so the widely used S3 copy is tried first.
 MNIST_BASES = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -38,10 +52,12 @@ MNIST_BASES = (
 FASHION_BASES = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 
 MNIST_SOURCES = tuple(
-    Source(base + f, f, md5) for base in MNIST_BASES for f, md5 in MNIST_MD5.items()
+    Source(base + f, f, md5, MNIST_CONTENT_MD5[f]) for base in MNIST_BASES for f, md5 in MNIST_MD5.items()
 )
 FASHION_SOURCES = tuple(
-    Source(base + f, f, md5) for base in FASHION_BASES for f, md5 in FASHION_MD5.items()
+    Source(base + f, f, md5, FASHION_CONTENT_MD5[f])
+    for base in FASHION_BASES
+    for f, md5 in FASHION_MD5.items()
 )
 
 MNIST_CLASSES = [str(d) for d in range(10)]

@@ -35,6 +35,8 @@ class DatasetEntry:
     sources: tuple[Source, ...] = ()
     # Folders (relative to the data dir) where other tools keep the same files.
     extra_dirs: tuple[str, ...] = ()
+    # How to get the files without the network (named when they cannot be found or downloaded).
+    install_hint: str | None = None
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -51,6 +53,7 @@ DATASETS: dict[str, DatasetEntry] = {
             AugmentSpec(pad=2, flip=True),
             FASHION_SOURCES,
             ("FashionMNIST/raw",),
+            "on Debian: apt-get install dataset-fashion-mnist",
         ),
         DatasetEntry("cifar10", read_cifar10, AugmentSpec(pad=4, flip=True), CIFAR10_SOURCES),
         DatasetEntry("cifar100", read_cifar100, AugmentSpec(pad=4, flip=True), CIFAR100_SOURCES),
