@@ -119,13 +119,33 @@ def _int_list(flag: str, text: str, cast=int) -> list:
 def cmd_ablate(args) -> int:
     from pathlib import Path
 
-    from .ablate import AblationPlan, format_markdown, run_ablation
+    from .ablate import PRESETS, AblationPlan, run_ablation
+    from .ablate_report import format_markdown
+    from .config import load_config, parse_override
+    from .errors import ConfigError
+    preset = {"overrides": {}}
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+        preset = PRESETS[args.preset]
     cfg = _config_from_args(args)
-    plan = AblationPlan(ks=_int_list("--k", args.ks), percentiles=_int_list("--percentiles", args.percentiles, float),
-                        seeds=_int_list("--seeds", args.seeds), variants=args.variants.split(","))
-    report = run_ablation(cfg, Path(args.out), plan)
+    if preset["overrides"]:  # the preset, then the config file, --set and the flags on top
+        user = dict(parse_override(item) for item in args.set or [])
+        for flag, key in (("dataset", "data.name"), ("data_dir", "data.dir")):
+            if getattr(args, flag, None) is not None:
+                user[key] = getattr(args, flag)
+        cfg = load_config(args.config, {**preset["overrides"], **user})
+    defaults = AblationPlan()
+    plan = AblationPlan(
+        ks=_int_list("--k", args.ks) if args.ks else preset.get("ks", defaults.ks),
+        percentiles=_int_list("--percentiles", args.percentiles, float) if args.percentiles
+        else preset.get("percentiles", defaults.percentiles),
+        seeds=_int_list("--seeds", args.seeds) if args.seeds else preset.get("seeds", defaults.seeds),
+        variants=args.variants.split(",") if args.variants else preset.get("variants", defaults.variants))
+    out = Path(args.out or (f"runs/quality-{args.preset}" if args.preset else "runs/ablate"))
+    report = run_ablation(cfg, out, plan)
     print(format_markdown(report))
-    print(f"wrote {Path(args.out) / 'ablation.md'} and ablation.png")
+    print(f"wrote {out / 'ablation.md'}, ablation.json and ablation.png")
     return 0
 
 
@@ -158,11 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dataset", help="dataset name (default digits)")
     a.add_argument("--data-dir", help="where datasets are cached or already lie")
     a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base config key; repeatable")
-    a.add_argument("--k", dest="ks", default="1,2,4,8", help="values of K (default 1,2,4,8)")
-    a.add_argument("--percentiles", default="90,95,99", help="partition threshold percentiles (default 90,95,99)")
-    a.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
-    a.add_argument("--variants", default="ah,coact,random,no-at,kd", help="which variants (default all)")
-    a.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
+    a.add_argument("--preset", help="a named benchmark: fashion-mnist (the CPU table in the README) or "
+                   "fashion-mnist-full (the same at full scale, for a GPU); flags given override it")
+    a.add_argument("--k", dest="ks", help="values of K (default 1,2,4,8)")
+    a.add_argument("--percentiles", help="partition threshold percentiles (default 90,95,99)")
+    a.add_argument("--seeds", help="seeds (default 0,1,2)")
+    a.add_argument("--variants", help="which variants: ah, coact, random, no-at, pooled, kd, compressed "
+                   "(default ah,coact,random,no-at,kd)")
+    a.add_argument("--out", help="output directory (default runs/ablate, or runs/quality-PRESET)")
     a.set_defaults(func=cmd_ablate)
 
     e = sub.add_parser("export", help="export the students and head to ONNX with a manifest (parity-checked)")

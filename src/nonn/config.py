@@ -65,6 +65,9 @@ class StudentsConfig:
     beta: Optional[float] = None
     drop_prob: float = 0.0
     seed: int = 0
+    # The teacher's targets are made once for this many augmentation views of each training image;
+    # 0 runs the teacher on every batch instead (slower; every epoch then sees fresh views).
+    teacher_views: int = 4
 
     def resolved_beta(self) -> float:
         """beta's default depends on the form: the spatial sum and the pooled vector differ in scale."""
@@ -191,6 +194,7 @@ def _check_ranges(cfg: Config) -> None:
         (0 <= cfg.students.alpha <= 1, "students.alpha must be between 0 and 1"),
         (cfg.students.temperature > 0, "students.temperature must be > 0"),
         (cfg.students.beta is None or cfg.students.beta >= 0, "students.beta must be >= 0"),
+        (cfg.students.teacher_views >= 0, "students.teacher_views must be >= 0 (0 runs the teacher on every batch)"),
         (0 <= cfg.students.drop_prob <= 1, "students.drop_prob must be between 0 and 1"),
         (cfg.partition.top_k >= 1, "partition.top_k must be >= 1"),
         (0 <= cfg.partition.threshold_percentile <= 100, "partition.threshold_percentile must be in [0, 100]"),

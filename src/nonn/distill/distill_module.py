@@ -15,6 +15,7 @@ from ..models import FeatureHook
 from . import losses
 from .batches import BatchPrep
 from .nonn_model import NoNN
+from .teacher_targets import TargetCache, TargetMaker
 from .training import accuracy, frozen_copy, sgd_cosine
 
 
@@ -25,12 +26,21 @@ class TrainingCollapsed(NonnError):
 class DistillModule(L.LightningModule):
     def __init__(self, net: NoNN, teacher: nn.Module, feature_module: str, groups: list[list[int]],
                  prep: BatchPrep, *, alpha: float, temperature: float, beta: float, at_form: str,
-                 lr: float, momentum: float, weight_decay: float):
+                 lr: float, momentum: float, weight_decay: float, teacher_views: int = 0,
+                 train_images: torch.Tensor | None = None, view_seed: int = 0):
+        """``teacher_views`` > 0 caches the teacher's targets for that many views of ``train_images`` before the
+        first epoch (batches then carry dataset indices); 0 runs the teacher on every batch."""
         super().__init__()
         self.net, self.prep = net, prep
         self.teacher = frozen_copy(teacher)
         self.feature_module = feature_module
         self._hook: FeatureHook | None = None
+        if teacher_views > 0 and train_images is None:
+            raise ValueError("teacher_views > 0 needs the training images")
+        self.teacher_views, self.view_seed = teacher_views, view_seed
+        self._train_images = train_images
+        self.cache: TargetCache | None = None
+        self._groups_list = [list(g) for g in groups]
         for k, g in enumerate(groups):
             self.register_buffer(f"group_{k}", torch.tensor(g, dtype=torch.long), persistent=False)
         self.register_buffer("order", torch.tensor([i for g in groups for i in g], dtype=torch.long),
@@ -51,16 +61,33 @@ class DistillModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._hook = FeatureHook(self.teacher, self.feature_module)
+        if self.teacher_views > 0 and self.cache is None:
+            maker = TargetMaker(self.teacher, self.feature_module, self._groups_list, self.at_form, self.beta > 0)
+            try:
+                self.cache = TargetCache.build(maker, self._train_images, self.prep, self.teacher_views,
+                                               self.view_seed, device=self.device)
+            finally:
+                maker.remove_hook()
 
     def on_fit_end(self) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
+    def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's logits and attention-transfer target for a normalised batch, computed now."""
         with torch.no_grad():
             t_logits = self.teacher(x)
             t_map = self._hook.output
+            if self.beta <= 0:
+                return t_logits, None
+            if self.at_form == "spatial":
+                return t_logits, losses.spatial_at_targets(t_map, self.groups)
+            return t_logits, losses.pooled_at_targets(t_map, self.order)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """(logits, {term: loss}); ``targets`` are the teacher's (logits, AT target), computed here when None."""
+        t_logits, t_at = self.teacher_targets(x) if targets is None else targets
         logits, maps = self.net(x, return_maps=True)
         terms = {
             "ce": (1 - self.alpha) * F.cross_entropy(logits, y),
@@ -68,16 +95,21 @@ class DistillModule(L.LightningModule):
         }
         if self.beta > 0:
             if self.at_form == "spatial":
-                at = losses.spatial_at_loss(maps, t_map, self.groups)
+                at = losses.spatial_at_loss_to(maps, t_at)
             else:
                 pooled = torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
-                at = losses.pooled_at_loss(pooled, t_map, self.order)
+                at = losses.at_distance(pooled, t_at)
             terms["at"] = self.beta / 2 * at
         return logits, terms
 
     def training_step(self, batch, _idx):
-        x, y = batch
-        logits, terms = self(self.prep(x, train=True), y)
+        if self.cache is not None:
+            x, y, idx = batch
+            x_in, t_logits, t_at = self.cache.lookup(x, idx, self.prep)
+            logits, terms = self(x_in, y, (t_logits, t_at if self.beta > 0 else None))
+        else:
+            x, y = batch[0], batch[1]
+            logits, terms = self(self.prep(x, train=True), y)
         loss = sum(terms.values())
         for name, value in terms.items():
             self.log(f"loss_{name}", value, prog_bar=name != "ce")

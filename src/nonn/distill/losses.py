@@ -31,15 +31,32 @@ def at_distance(student_q: torch.Tensor, teacher_q: torch.Tensor) -> torch.Tenso
     return (_unit(student_q) - _unit(teacher_q)).pow(2).sum(dim=1).mean()
 
 
+def spatial_at_targets(teacher_map: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    """The teacher's side of the spatial form: the attention map of channels P_k for each k, N x K x HW."""
+    return torch.stack([attention_map(teacher_map.index_select(1, idx)) for idx in groups], dim=1)
+
+
+def spatial_at_loss_to(student_maps: list[torch.Tensor], teacher_q: torch.Tensor) -> torch.Tensor:
+    """Σ_k at_distance between student k's bridge output and the teacher's target k (N x K x HW), without beta/2."""
+    if student_maps[0].shape[-2] * student_maps[0].shape[-1] != teacher_q.shape[-1]:
+        raise ValueError("student and teacher maps must have the same spatial size")
+    total = student_maps[0].new_zeros(())
+    for k, s_map in enumerate(student_maps):
+        total = total + at_distance(attention_map(s_map), teacher_q[:, k])
+    return total
+
+
 def spatial_at_loss(student_maps: list[torch.Tensor], teacher_map: torch.Tensor,
                     groups: list[torch.Tensor]) -> torch.Tensor:
     """Σ_k at_distance between student k's bridge output and the teacher's channels P_k (without beta/2)."""
     if student_maps[0].shape[-2:] != teacher_map.shape[-2:]:
         raise ValueError("student and teacher maps must have the same spatial size")
-    total = student_maps[0].new_zeros(())
-    for s_map, idx in zip(student_maps, groups):
-        total = total + at_distance(attention_map(s_map), attention_map(teacher_map.index_select(1, idx)))
-    return total
+    return spatial_at_loss_to(student_maps, spatial_at_targets(teacher_map, groups))
+
+
+def pooled_at_targets(teacher_map: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """The teacher's side of the pooled form: its pooled channels in partition order, N x C."""
+    return teacher_map.mean(dim=(2, 3)).index_select(1, order)
 
 
 def pooled_at_loss(student_pooled: torch.Tensor, teacher_map: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -47,5 +64,4 @@ def pooled_at_loss(student_pooled: torch.Tensor, teacher_map: torch.Tensor, orde
 
     ``order`` is the concatenation of the partition's groups, so teacher channels line up with students'.
     """
-    teacher_pooled = teacher_map.mean(dim=(2, 3)).index_select(1, order)
-    return at_distance(student_pooled, teacher_pooled)
+    return at_distance(student_pooled, pooled_at_targets(teacher_map, order))

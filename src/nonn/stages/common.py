@@ -20,8 +20,10 @@ def dataset_for(cfg: Config) -> Dataset:
     return load_dataset(d.name, d.dir, limit_train=d.limit_train, val_fraction=d.val_fraction, seed=d.seed)
 
 
-def loader(split: Split, batch_size: int, *, shuffle: bool) -> DataLoader:
-    return DataLoader(TensorDataset(split.x, split.y), batch_size=batch_size, shuffle=shuffle,
+def loader(split: Split, batch_size: int, *, shuffle: bool, with_index: bool = False) -> DataLoader:
+    """Batches of (x, y), or (x, y, index into the split) for lookups such as the teacher-target cache."""
+    tensors = (split.x, split.y, torch.arange(len(split.y))) if with_index else (split.x, split.y)
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
                       drop_last=False, num_workers=0)
 
 

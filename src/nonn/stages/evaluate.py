@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import json
+
 from .. import atomic
-from ..rundir import RunDir
+from ..rundir import RunDir, file_sha256
 from . import sizing
 from .common import accuracy_on, batch_prep, dataset_for, load_students, load_teacher
 
@@ -16,6 +18,25 @@ FEATURE_BYTES = 4  # float32 on the wire
 def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
     return cfg.slice_hash("data", "budget", extra={"teacher": rd.input_sha256(rd.teacher), "students": rd.input_sha256(rd.students)})
+
+
+TEACHER_EVAL = "teacher_eval.json"
+
+
+def teacher_test_accuracy(rd: RunDir, teacher, ds, prep) -> float:
+    """The teacher's test accuracy, kept in RUN_DIR/teacher_eval.json with the teacher's SHA-256 and the data
+    slice's hash, so runs that share one teacher (an ablation's) evaluate it once."""
+    key = {"teacher_sha256": file_sha256(rd.teacher), "data": rd.load_config().slice_hash("data")}
+    path = rd.path / TEACHER_EVAL
+    try:
+        saved = json.loads(path.read_text())
+        if all(saved.get(k) == v for k, v in key.items()):
+            return float(saved["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    acc = accuracy_on(teacher, ds.test, prep)
+    atomic.write_json(path, {**key, "accuracy": acc})
+    return acc
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -69,7 +90,7 @@ def run(rd: RunDir) -> dict:
         "test_images": len(ds.test.y),
         "teacher": {
             "arch": cfg.teacher.arch,
-            "accuracy": accuracy_on(teacher, ds.test, prep),
+            "accuracy": teacher_test_accuracy(rd, teacher, ds, prep),
             "params": count_params(teacher),
             "weight_bytes": count_params(teacher) * dtype_bytes,
             "macs": count_macs(teacher, image),
