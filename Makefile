@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench-quality bench-train clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run: make PYTHON=/path/to/python3.11 ..."; exit 2; }
@@ -20,6 +20,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The headline accuracy table on Fashion-MNIST (Debian's dataset-fashion-mnist); resumes where it stopped.
+bench-quality: $(STAMP)
+	$(BIN)/nonn ablate --preset fashion-mnist --out runs/quality-fashion
+
+# Images/s of the teacher and student stages, old path against new, in one run.
+bench-train: $(STAMP)
+	$(BIN)/nonn bench-train --out runs/bench-train
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

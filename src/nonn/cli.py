@@ -97,6 +97,22 @@ def cmd_bench_edge(args) -> int:
     return 0
 
 
+def cmd_bench_train(args) -> int:
+    from .ablate import PRESETS
+    from .bench.train_speed import bench_train, format_table
+    from .config import load_config, parse_override
+    overrides = dict(PRESETS["fashion-mnist"]["overrides"])
+    overrides.update(parse_override(item) for item in args.set or [])
+    for flag, key in (("dataset", "data.name"), ("data_dir", "data.dir")):
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    result = bench_train(load_config(args.config, overrides), batches=args.batches, rounds=args.rounds, out=args.out)
+    print(format_table(result))
+    if args.out:
+        print(f"wrote {args.out}/bench_train.json and bench_train.md")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench.case_study import bench
     from .bench.report import format_summary
@@ -219,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="runs/bench-edge", metavar="DIR", help="default: runs/bench-edge")
     b.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
     b.set_defaults(func=cmd_bench_edge)
+
+    t = sub.add_parser("bench-train", help="images/s of the teacher and student stages, old path against new")
+    t.add_argument("--config", help="YAML configuration file (default: the fashion-mnist preset's configuration)")
+    t.add_argument("--dataset", help="dataset name (default fashion-mnist)")
+    t.add_argument("--data-dir", help="where datasets are cached or already lie")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
+    t.add_argument("--batches", type=int, default=10, metavar="N", help="training steps per path per round (default 10)")
+    t.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default 3)")
+    t.add_argument("--out", metavar="DIR", help="also write bench_train.json and bench_train.md there")
+    t.set_defaults(func=cmd_bench_train)
 
     c = sub.add_parser("bench", help="the paper's case study: memory, compute, energy per node; total latency",
                        description="Measure NoNN against the teacher, a compressed model and layer-split deployments "

@@ -65,15 +65,23 @@ class StudentsConfig:
     beta: Optional[float] = None
     drop_prob: float = 0.0
     seed: int = 0
-    # The teacher's targets are made once for this many augmentation views of each training image;
-    # 0 runs the teacher on every batch instead (slower; every epoch then sees fresh views).
-    teacher_views: int = 4
+    # The teacher's targets are made once for this many augmentation views of each training image (every
+    # distinct view when there are no more than that); auto: a quarter of the epochs. 0 runs the teacher on
+    # every batch instead (slower; every epoch then sees fresh views).
+    teacher_views: Union[int, Literal["auto"]] = "auto"
 
     def resolved_beta(self) -> float:
         """beta's default depends on the form: the spatial sum and the pooled vector differ in scale."""
         if self.beta is not None:
             return self.beta
         return 10.0 if self.at_form == "spatial" else 1e4
+
+    def resolved_teacher_views(self) -> int:
+        """teacher_views, with auto as a quarter of the epochs (at least 1): the teacher then costs a quarter of
+        what running it on every batch does."""
+        if self.teacher_views == "auto":
+            return max(1, self.epochs // 4)
+        return int(self.teacher_views)
 
 
 @dataclass
@@ -194,7 +202,8 @@ def _check_ranges(cfg: Config) -> None:
         (0 <= cfg.students.alpha <= 1, "students.alpha must be between 0 and 1"),
         (cfg.students.temperature > 0, "students.temperature must be > 0"),
         (cfg.students.beta is None or cfg.students.beta >= 0, "students.beta must be >= 0"),
-        (cfg.students.teacher_views >= 0, "students.teacher_views must be >= 0 (0 runs the teacher on every batch)"),
+        (cfg.students.teacher_views == "auto" or cfg.students.teacher_views >= 0,
+         "students.teacher_views must be >= 0 (0 runs the teacher on every batch) or auto"),
         (0 <= cfg.students.drop_prob <= 1, "students.drop_prob must be between 0 and 1"),
         (cfg.partition.top_k >= 1, "partition.top_k must be >= 1"),
         (0 <= cfg.partition.threshold_percentile <= 100, "partition.threshold_percentile must be in [0, 100]"),

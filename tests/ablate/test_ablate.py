@@ -2,7 +2,7 @@ import json
 
 from nonn_test_support import tiny_args
 
-from nonn.ablate import AblationPlan
+from nonn.ablate import VARIANTS, AblationPlan
 from nonn.cli import main
 
 
@@ -46,3 +46,38 @@ def test_ablate_driver_on_a_tiny_configuration(tmp_path, capsys):
 def test_ablate_rejects_unknown_variant(capsys):
     assert main(["ablate", "--variants", "ah,magic"]) == 2
     assert "unknown ablation variant" in capsys.readouterr().err
+
+
+def test_plan_orders_the_smallest_k_first_and_sizes_compressed_from_its_ah_row():
+    runs = AblationPlan(ks=[2, 4], percentiles=[99], seeds=[0], variants=list(VARIANTS)).runs()
+    labels = [(v, k) for v, k, _, _ in runs]
+    assert labels.index(("kd", 1)) < labels.index(("ah", 4))  # the K=2 table is complete first
+    assert labels.index(("ah", 2)) < labels.index(("compressed", 2)) < labels.index(("ah", 4))
+    assert labels[-1] == ("compressed", 4)
+    over = {(v, k): o for v, k, _, o in runs}
+    assert over[("pooled", 2)]["students.at_form"] == "pooled"
+    assert over[("compressed", 4)] == {"students.k": 1, "_match": "ah-k4-p99"}
+
+
+def test_compressed_baseline_has_at_most_the_students_total_weights(tmp_path, capsys):
+    out = tmp_path / "ablate"
+    args = ["ablate", "--out", str(out), "--k", "2", "--percentiles", "99", "--seeds", "0",
+            "--variants", "ah,pooled,compressed", *tiny_args("teacher.epochs=1", "students.epochs=1")]
+    assert main(args) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    rows = {r["variant"]: r for r in report["rows"]}
+    ah = json.loads((out / "ah-k2-p99" / "seed0" / "metrics.json").read_text())["nonn"]
+    comp = json.loads((out / "compressed-k2" / "seed0" / "metrics.json").read_text())
+    total = sum(s["weight_bytes"] for s in ah["students"])
+    one = comp["nonn"]["students"]
+    assert len(one) == 1 and one[0]["weight_bytes"] <= total
+    assert one[0]["weight_bytes"] > max(s["weight_bytes"] for s in ah["students"])  # bigger than one device's
+    assert comp["budget"]["memory_bytes"] == total
+    assert rows["compressed"]["k"] == 2 and rows["pooled"]["seeds"] == 1
+    assert "at_form: pooled" in (out / "pooled-k2" / "seed0" / "config.yaml").read_text()
+    # Every training's time is recorded, and the teacher's test accuracy was evaluated once and shared.
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"teacher", "ah-k2-p99/seed0", "pooled-k2/seed0", "compressed-k2/seed0"}
+    assert all(t["wall_s"] > 0 and t["cpu_s"] > 0 for t in timings.values())
+    assert (out / "teacher" / "teacher_eval.json").exists()
+    assert "trainings (teacher included) took" in (out / "ablation.md").read_text()

@@ -24,10 +24,21 @@ def _one_line_error(capsys) -> str:
     (["run", "--set", "teacher.epochs=many"], "teacher.epochs must be an integer"),
     (["run", "--config", "/nonexistent/c.yaml"], "does not exist"),
     (["teacher", "/nonexistent/run"], "not a run directory"),
+    (["run", "--set", "students.teacher_views=-1"], "students.teacher_views must be >= 0"),
 ])
 def test_config_mistakes(args, needle, capsys, tmp_path):
     assert main([*args, "--out", str(tmp_path / "r")] if args[0] == "run" else args) == 2
     assert needle in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["ablate", "--preset", "cifar-huge"], "unknown preset 'cifar-huge'; choose one of: fashion-mnist"),
+    (["ablate", "--k", "1", "--variants", "ah,compressed"], "compressed baseline matches a NoNN of K > 1"),
+])
+def test_ablate_mistakes(args, needle, capsys, tmp_path):
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert needle in _one_line_error(capsys)
+    assert not (tmp_path / "a").exists()
 
 
 def test_k_larger_than_filters(tmp_path, capsys):

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from data_builders import MNIST_FILES, idx_bytes, mnist_arrays
+from nonn_test_support import debian_fashion_mnist
 
 from nonn.data import load_dataset
 from nonn.data.mnist import FASHION_CONTENT_MD5
@@ -102,21 +101,8 @@ def test_nothing_found_names_every_folder_and_the_debian_package(tmp_path, dead_
     assert "apt-get install dataset-fashion-mnist" in message
 
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _debian_fashion_mnist() -> Path:
-    """The folder of Debian's dataset-fashion-mnist, installed when missing (skip only if apt cannot get it)."""
-    if not (DEBIAN_DIR / MNIST_FILES[0]).is_file() and shutil.which("apt-get"):
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"]):
-            subprocess.run(cmd, capture_output=True, timeout=600, check=False)
-    if not all((DEBIAN_DIR / f).is_file() for f in MNIST_FILES):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed and apt-get could not install it")
-    return DEBIAN_DIR
-
-
 def test_debian_fashion_mnist_loads_with_no_data_dir(tmp_path, dead_url, monkeypatch):
-    folder = _debian_fashion_mnist()
+    folder = debian_fashion_mnist()
     monkeypatch.setattr("nonn.data.fetch.SYSTEM_DATA_DIRS", (folder.parent,))
     monkeypatch.setenv("NONN_DATA_MIRROR", dead_url)  # a download attempt would fail loudly
     data = load_dataset("fashion-mnist", val_fraction=0.1)

@@ -56,6 +56,16 @@ def test_lookup_returns_the_cached_view_and_its_targets():
     maker.remove_hook()
 
 
+def test_enough_views_enumerate_every_distinct_view():
+    maker = TargetMaker(_teacher(), "act", GROUPS, "spatial", with_at=False)
+    prep = BatchPrep([0.5], [0.25], AugmentSpec(pad=1, flip=True))
+    cache = TargetCache.build(maker, _images(4), prep, views=99, seed=0)
+    assert cache.views == 18  # 3 x 3 offsets x 2 mirrors
+    views = {(int(t), int(l), bool(f)) for t, l, f in zip(cache.top[2], cache.left[2], cache.flip[2])}
+    assert len(views) == 18
+    maker.remove_hook()
+
+
 def test_views_collapse_to_one_without_augmentation():
     maker = TargetMaker(_teacher(), "act", GROUPS, "spatial", with_at=False)
     cache = TargetCache.build(maker, _images(), BatchPrep([0.5], [0.25], None), views=5, seed=0)

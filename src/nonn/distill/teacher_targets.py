@@ -2,10 +2,11 @@
 
 The student stage needs from the teacher only its logits and the attention-transfer targets (K spatial maps of
 H·W values, or the pooled channels in partition order): a few hundred numbers per image. With
-``students.teacher_views = V`` each training image gets V augmentation views drawn once (seeded); the teacher
-runs over the V views before the first epoch, and every epoch then draws one of the V views per image and reads
-its targets, so the teacher's forward pass, about 60 % of a student epoch's time, is paid V times in all
-instead of once per epoch.
+``students.teacher_views = V`` each training image gets V augmentation views drawn once (seeded; every distinct
+view when there are at most V, which is then exactly the live distribution). The teacher runs over the V views
+before the first epoch; every epoch then draws one of the V views per image and reads its targets. So the
+teacher's forward pass, about 60 % of a student epoch's time on CPU, is paid V times in all instead of once
+per epoch.
 """
 
 from __future__ import annotations
@@ -83,16 +84,20 @@ class TargetCache:
         """Run the teacher over ``views`` seeded views of every uint8 image in ``images`` (N x C x H x W)."""
         spec: AugmentSpec | None = prep.augment
         n = images.shape[0]
-        if spec is None:  # no augmentation: every view would be the same image
-            views, pad = 1, 0
-        else:
-            pad = spec.pad
-        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+        pad = 0 if spec is None else spec.pad  # no augmentation: one view, the image itself
         span = 2 * pad + 1
-        top = torch.randint(0, span, (n, views), generator=gen)
-        left = torch.randint(0, span, (n, views), generator=gen)
-        flip = (torch.rand((n, views), generator=gen) < 0.5) if spec is not None and spec.flip \
-            else torch.zeros((n, views), dtype=torch.bool)
+        flips = 2 if spec is not None and spec.flip else 1
+        if views >= span * span * flips:  # every distinct view: the same distribution as the live teacher's
+            grid = torch.cartesian_prod(torch.arange(span), torch.arange(span), torch.arange(flips))
+            views = grid.shape[0]
+            top, left = grid[:, 0].expand(n, views), grid[:, 1].expand(n, views)
+            flip = grid[:, 2].bool().expand(n, views)
+        else:
+            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+            top = torch.randint(0, span, (n, views), generator=gen)
+            left = torch.randint(0, span, (n, views), generator=gen)
+            flip = (torch.rand((n, views), generator=gen) < 0.5) if flips == 2 \
+                else torch.zeros((n, views), dtype=torch.bool)
         maker = maker.eval()
         first = prep(images[:min(batch_size, n)].to(device))
         run = fast_inference(maker, first)

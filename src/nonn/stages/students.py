@@ -67,10 +67,10 @@ def run(rd: RunDir, log=print) -> None:
     module = DistillModule(net, teacher, tckpt["feature_module"], groups, prep, alpha=sc.alpha,
                            temperature=sc.temperature, beta=sc.resolved_beta(), at_form=sc.at_form,
                            lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay,
-                           teacher_views=sc.teacher_views, train_images=ds.train.x, view_seed=sc.seed)
+                           teacher_views=sc.resolved_teacher_views(), train_images=ds.train.x, view_seed=sc.seed)
     best = BestState()
     trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.show_progress)
-    trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True, with_index=sc.teacher_views > 0),
+    trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True, with_index=sc.resolved_teacher_views() > 0),
                 loader(ds.val, cfg.data.batch_size, shuffle=False))
     if trainer.global_rank != 0:
         sys.exit(0)  # DDP workers end here; rank 0 writes the artifact and goes on
