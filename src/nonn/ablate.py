@@ -2,9 +2,10 @@
 
 Variants: the Activation-Hub partition (ah), the co-activation partition (coact), a random partition of the
 same sizes (random), NoNN without the attention-transfer term (no-at), the authors' pooled form of attention
-transfer (pooled), one student of the same per-device size trained with KD alone (kd), and the compressed
+transfer (pooled), one student of the same per-device size trained with KD alone (kd), the compressed
 baseline: one model of the same *total* weights as the K students, trained with KD and attention transfer
-(compressed); and the teacher. Over K and the partition threshold percentile, for several seeds. Every run is an
+(compressed), the Activation-Hub partition with its threshold chosen from the graph (ah-auto) and its
+random control of the same sizes (random-auto); and the teacher. Over K and the partition threshold percentile, for several seeds. Every run is an
 ordinary run directory under OUT, so an interrupted ablation resumes where it stopped.
 """
 
@@ -24,7 +25,7 @@ from .errors import ConfigError
 from .pipeline import init_run, run_all, run_stage
 from .stages.evaluate import TEACHER_EVAL
 
-VARIANTS = ("ah", "coact", "random", "no-at", "pooled", "kd", "compressed")
+VARIANTS = ("ah", "coact", "random", "no-at", "pooled", "kd", "compressed", "ah-auto", "random-auto")
 DEFAULT_VARIANTS = ("ah", "coact", "random", "no-at", "kd")
 
 # Named benchmarks: base overrides and a plan. Why these sizes: README, "NoNN on Fashion-MNIST".
@@ -32,7 +33,9 @@ PRESETS = {
     "fashion-mnist": {
         "overrides": {"data.name": "fashion-mnist", "data.limit_train": 3000, "data.val_fraction": 0.02,
                       "teacher.epochs": 15, "students.epochs": 12},
-        "ks": [2, 4], "percentiles": [99.0], "seeds": [0, 1, 2], "variants": list(VARIANTS),
+        # The controls that decide the method's claims first, so an interrupted run has them.
+        "ks": [2, 4], "percentiles": [99.0], "seeds": [0, 1, 2],
+        "variants": ["ah", "compressed", "random", "ah-auto", "random-auto", "no-at", "pooled", "coact", "kd"],
     },
     # The same table at full scale, for a GPU: all 54,000 training images, the paper's epochs (teacher_views
     # auto is then 50: every distinct view of pad 2 and mirror, the live teacher's distribution exactly).
@@ -61,6 +64,8 @@ class AblationPlan:
             raise ConfigError("--seeds takes a comma-separated list of integers, e.g. 0,1,2")
         if "compressed" in self.variants and not any(k > 1 for k in self.ks):
             raise ConfigError("the compressed baseline matches a NoNN of K > 1; add such a K to --k")
+        if "compressed" in self.variants and "ah" not in self.variants:
+            raise ConfigError("the compressed baseline is sized from the ah students; add ah to --variants")
 
     def runs(self) -> list[tuple[str, int, float | None, dict]]:
         """(variant, K, percentile or None, overrides) for every distinct configuration, smallest K first.
@@ -77,6 +82,11 @@ class AblationPlan:
             for v in self.variants:
                 if v in ("kd", "compressed") or (k == 1 and v != "ah"):
                     continue
+                if v in ("ah-auto", "random-auto"):
+                    rule = "ah" if v == "ah-auto" else "random"
+                    out.append((v, k, None, {"students.k": k, "partition.rule": rule,
+                                             "partition.threshold_percentile": "auto"}))
+                    continue
                 over: dict = {"students.k": k, "partition.threshold_percentile": default_pct}
                 if v == "random":
                     over["partition.rule"] = "random"
@@ -91,16 +101,16 @@ class AblationPlan:
                         out.append((v, k, pct, {**over, "partition.threshold_percentile": pct}))
                 else:
                     out.append((v, k, default_pct if v in ("ah", "coact") and k > 1 else None, over))
+                if v == "ah" and k > 1 and "compressed" in self.variants:
+                    # Sized at run time to the total weights of this K's ah students (same seed).
+                    out.append(("compressed", k, None, {"students.k": 1, "_match": _label("ah", k, default_pct)}))
             if "kd" in self.variants and k == min(self.ks):
                 out.append(("kd", 1, None, {"students.k": 1, "students.beta": 0.0}))
-            if "compressed" in self.variants and k > 1:
-                # Sized at run time to the total weights of this K's ah students (same seed).
-                out.append(("compressed", k, None, {"students.k": 1, "_match": _label("ah", k, default_pct)}))
         return out
 
 
 def _label(variant: str, k: int, pct: float | None) -> str:
-    return f"{variant}-k{k}" + (f"-p{pct:g}" if pct is not None else "")
+    return f"{variant}-k{k}" + (f"-p{pct:g}" if pct is not None else "")  # ah-auto-k2: the percentile varies
 
 
 def _cpu_seconds() -> float:

@@ -44,7 +44,8 @@ class TeacherConfig:
 class PartitionConfig:
     rule: Literal["ah", "coact", "random"] = "ah"
     top_k: int = 50
-    threshold_percentile: float = 99.0
+    # auto: the percentile whose K groups are most modular on the whole graph (partition/threshold_choice.py)
+    threshold_percentile: Union[float, Literal["auto"]] = 99.0
     resolution: float = 0.7
     max_imbalance: float = 1.5
     seed: int = 0
@@ -206,7 +207,8 @@ def _check_ranges(cfg: Config) -> None:
          "students.teacher_views must be >= 0 (0 runs the teacher on every batch) or auto"),
         (0 <= cfg.students.drop_prob <= 1, "students.drop_prob must be between 0 and 1"),
         (cfg.partition.top_k >= 1, "partition.top_k must be >= 1"),
-        (0 <= cfg.partition.threshold_percentile <= 100, "partition.threshold_percentile must be in [0, 100]"),
+        (cfg.partition.threshold_percentile == "auto" or 0 <= cfg.partition.threshold_percentile <= 100,
+         "partition.threshold_percentile must be in [0, 100] or auto"),
         (cfg.partition.resolution > 0, "partition.resolution must be > 0"),
         (cfg.partition.max_imbalance >= 1, "partition.max_imbalance must be >= 1"),
     ]

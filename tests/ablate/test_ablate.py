@@ -53,10 +53,12 @@ def test_plan_orders_the_smallest_k_first_and_sizes_compressed_from_its_ah_row()
     labels = [(v, k) for v, k, _, _ in runs]
     assert labels.index(("kd", 1)) < labels.index(("ah", 4))  # the K=2 table is complete first
     assert labels.index(("ah", 2)) < labels.index(("compressed", 2)) < labels.index(("ah", 4))
-    assert labels[-1] == ("compressed", 4)
+    assert labels.index(("ah", 4)) < labels.index(("compressed", 4))
     over = {(v, k): o for v, k, _, o in runs}
     assert over[("pooled", 2)]["students.at_form"] == "pooled"
     assert over[("compressed", 4)] == {"students.k": 1, "_match": "ah-k4-p99"}
+    assert over[("ah-auto", 2)]["partition.threshold_percentile"] == "auto"
+    assert over[("random-auto", 4)]["partition.rule"] == "random"
 
 
 def test_compressed_baseline_has_at_most_the_students_total_weights(tmp_path, capsys):

@@ -42,7 +42,7 @@ def partition_filters(
     *,
     seed: int = 0,
     resolution: float = 0.7,
-    threshold_percentile: float = 99,
+    threshold_percentile: float | str = 99,
     max_imbalance: float = 1.5,
 ) -> Partition:
     """Split the C filters of W into exactly k balanced groups that follow W's communities.
@@ -50,8 +50,12 @@ def partition_filters(
     W is scaled to max 1; edges at or above ``threshold_percentile`` of the nonzero weights
     are kept; Louvain (seeded) finds communities; they are grouped so that the largest group
     is at most ``max_imbalance`` × the smallest whenever any grouping allows it (see
-    ``nonn.partition.grouping``). Same W, k and seed give the same groups.
+    ``nonn.partition.grouping``). Same W, k and seed give the same groups. ``"auto"`` chooses the
+    percentile from the graph (``nonn.partition.threshold_choice``).
     """
+    if isinstance(threshold_percentile, str) and threshold_percentile == "auto":
+        from nonn.partition.threshold_choice import best_threshold_partition
+        return best_threshold_partition(W, k, seed=seed, resolution=resolution, max_imbalance=max_imbalance)
     w = normalised_graph(W)
     c = w.shape[0]
     k = check_k(k, c)

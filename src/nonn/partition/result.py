@@ -38,6 +38,8 @@ class Partition:
     seed: int | None = None
     rule: str | None = None
     communities: list[list[int]] = field(default_factory=list)
+    # With threshold_percentile "auto": [percentile, modularity on W] of every candidate tried.
+    threshold_scores: list[list[float]] | None = None
 
     @property
     def k(self) -> int:

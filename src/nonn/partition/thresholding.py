@@ -28,7 +28,11 @@ def normalised_graph(W) -> np.ndarray:
 
 def check_percentile(threshold_percentile: float) -> float:
     """Return the percentile as a float, or raise PartitionError when it is outside [0, 100]."""
-    p = float(threshold_percentile)
+    try:
+        p = float(threshold_percentile)
+    except (TypeError, ValueError):
+        raise PartitionError(f"threshold_percentile={threshold_percentile!r} must be a number in [0, 100] or "
+                             "'auto'; the authors used 99") from None
     if not 0.0 <= p <= 100.0:
         raise PartitionError(f"threshold_percentile={threshold_percentile!r} is outside [0, 100]; the authors used 99")
     return p
