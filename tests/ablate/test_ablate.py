@@ -6,6 +6,14 @@ from nonn.ablate import VARIANTS, AblationPlan
 from nonn.cli import main
 
 
+def _tiny_ablation(out, ks: str, seeds: str, variants: str) -> tuple[list[str], dict]:
+    """Run a one-epoch ablation into ``out``; returns its CLI arguments and the ablation.json it wrote."""
+    args = ["ablate", "--out", str(out), "--k", ks, "--percentiles", "99", "--seeds", seeds,
+            "--variants", variants, *tiny_args("teacher.epochs=1", "students.epochs=1")]
+    assert main(args) == 0
+    return args, json.loads((out / "ablation.json").read_text())
+
+
 def test_plan_covers_variants_without_duplicates():
     runs = AblationPlan(ks=[1, 2, 4], percentiles=[90, 99], seeds=[0]).runs()
     labels = [(v, k, p) for v, k, p, _ in runs]
@@ -20,10 +28,7 @@ def test_plan_covers_variants_without_duplicates():
 
 def test_ablate_driver_on_a_tiny_configuration(tmp_path, capsys):
     out = tmp_path / "ablate"
-    args = ["ablate", "--out", str(out), "--k", "1,2", "--percentiles", "99", "--seeds", "0,1",
-            "--variants", "ah,random,kd", *tiny_args("teacher.epochs=1", "students.epochs=1")]
-    assert main(args) == 0
-    report = json.loads((out / "ablation.json").read_text())
+    args, report = _tiny_ablation(out, "1,2", "0,1", "ah,random,kd")
     rows = {(r["variant"], r["k"]): r for r in report["rows"]}
     assert set(rows) == {("ah", 1), ("ah", 2), ("random", 2), ("kd", 1)}
     for r in rows.values():
@@ -63,10 +68,7 @@ def test_plan_orders_the_smallest_k_first_and_sizes_compressed_from_its_ah_row()
 
 def test_compressed_baseline_has_at_most_the_students_total_weights(tmp_path, capsys):
     out = tmp_path / "ablate"
-    args = ["ablate", "--out", str(out), "--k", "2", "--percentiles", "99", "--seeds", "0",
-            "--variants", "ah,pooled,compressed", *tiny_args("teacher.epochs=1", "students.epochs=1")]
-    assert main(args) == 0
-    report = json.loads((out / "ablation.json").read_text())
+    _, report = _tiny_ablation(out, "2", "0", "ah,pooled,compressed")
     rows = {r["variant"]: r for r in report["rows"]}
     ah = json.loads((out / "ah-k2-p99" / "seed0" / "metrics.json").read_text())["nonn"]
     comp = json.loads((out / "compressed-k2" / "seed0" / "metrics.json").read_text())

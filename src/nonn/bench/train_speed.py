@@ -19,7 +19,7 @@ from ..config import Config
 from ..distill.batches import BatchPrep
 from ..distill.distill_module import DistillModule
 from ..distill.nonn_model import build_nonn
-from ..distill.teacher_targets import TargetCache, TargetMaker
+from ..distill.teacher_targets import TargetCache
 from ..models import create_model, probe_feature_shape
 from ..stages.common import dataset_for
 
@@ -89,18 +89,16 @@ def bench_train(cfg: Config, *, batches: int = 10, rounds: int = 3, out=None) ->
     def new_step(i):
         x, y, idx = batch(i)
         x_in, t_logits, t_at = cache_holder["cache"].lookup(x, idx, prep)
-        student_step(x_in, y, (t_logits, t_at if module.beta > 0 else None))
+        student_step(x_in, y, (t_logits, t_at))
 
     figures = {"teacher": [], "old": [], "new": [], "build": []}
     for _ in range(rounds):
         figures["teacher"].append(bs / _timed(teacher_step, batches))
         figures["old"].append(bs / _timed(old_step, batches))
-        maker = TargetMaker(module.teacher, cfg.teacher.feature_module, groups, sc.at_form, module.beta > 0)
         start = time.perf_counter()
-        cache_holder["cache"] = TargetCache.build(maker, images, prep, views, seed=0, batch_size=bs)
+        cache_holder["cache"] = TargetCache.build(module.target_maker, images, prep, views, seed=0, batch_size=bs)
         built = cache_holder["cache"].views * n_need
         figures["build"].append(built / (time.perf_counter() - start))
-        maker.remove_hook()
         figures["new"].append(bs / _timed(new_step, batches))
     module.on_fit_end()
     epochs = sc.epochs

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NonnError
-from ..models import FeatureHook
 from . import losses
 from .batches import BatchPrep
 from .nonn_model import NoNN
@@ -34,56 +33,51 @@ class DistillModule(L.LightningModule):
         self.net, self.prep = net, prep
         self.teacher = frozen_copy(teacher)
         self.feature_module = feature_module
-        self._hook: FeatureHook | None = None
         if teacher_views > 0 and train_images is None:
             raise ValueError("teacher_views > 0 needs the training images")
         self.teacher_views, self.view_seed = teacher_views, view_seed
         self._train_images = train_images
         self.cache: TargetCache | None = None
         self._groups_list = [list(g) for g in groups]
-        for k, g in enumerate(groups):
-            self.register_buffer(f"group_{k}", torch.tensor(g, dtype=torch.long), persistent=False)
-        self.register_buffer("order", torch.tensor([i for g in groups for i in g], dtype=torch.long),
-                             persistent=False)
+        self._set_maker(None)
         self.k = len(groups)
         self.alpha, self.temperature, self.beta, self.at_form = alpha, temperature, beta, at_form
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self._bridge_max: torch.Tensor | None = None
-
-    @property
-    def groups(self) -> list[torch.Tensor]:
-        return [getattr(self, f"group_{k}") for k in range(self.k)]
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()  # the teacher stays frozen, BN statistics included
         return self
 
+    def _set_maker(self, maker: TargetMaker | None) -> None:
+        # Kept out of the module tree: the teacher is already registered once, as self.teacher.
+        object.__setattr__(self, "_maker", maker)
+
+    @property
+    def target_maker(self) -> TargetMaker:
+        """The teacher with its feature hook, making (logits, AT target); exists between fit start and end."""
+        if self._maker is None:
+            raise RuntimeError("the teacher's targets are made while fitting; call trainer.fit or on_fit_start")
+        return self._maker
+
     def on_fit_start(self) -> None:
-        self._hook = FeatureHook(self.teacher, self.feature_module)
+        if self._maker is None:
+            self._set_maker(TargetMaker(self.teacher, self.feature_module, self._groups_list, self.at_form,
+                                        self.beta > 0))
         if self.teacher_views > 0 and self.cache is None:
-            maker = TargetMaker(self.teacher, self.feature_module, self._groups_list, self.at_form, self.beta > 0)
-            try:
-                self.cache = TargetCache.build(maker, self._train_images, self.prep, self.teacher_views,
-                                               self.view_seed, device=self.device)
-            finally:
-                maker.remove_hook()
+            self.cache = TargetCache.build(self._maker, self._train_images, self.prep, self.teacher_views,
+                                           self.view_seed, device=self.device)
 
     def on_fit_end(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        if self._maker is not None:
+            self._maker.remove_hook()
+            self._set_maker(None)
 
-    def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's logits and attention-transfer target for a normalised batch, computed now."""
         with torch.no_grad():
-            t_logits = self.teacher(x)
-            t_map = self._hook.output
-            if self.beta <= 0:
-                return t_logits, None
-            if self.at_form == "spatial":
-                return t_logits, losses.spatial_at_targets(t_map, self.groups)
-            return t_logits, losses.pooled_at_targets(t_map, self.order)
+            return self.target_maker(x)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(logits, {term: loss}); ``targets`` are the teacher's (logits, AT target), computed here when None."""
@@ -106,7 +100,7 @@ class DistillModule(L.LightningModule):
         if self.cache is not None:
             x, y, idx = batch
             x_in, t_logits, t_at = self.cache.lookup(x, idx, self.prep)
-            logits, terms = self(x_in, y, (t_logits, t_at if self.beta > 0 else None))
+            logits, terms = self(x_in, y, (t_logits, t_at))
         else:
             x, y = batch[0], batch[1]
             logits, terms = self(self.prep(x, train=True), y)
