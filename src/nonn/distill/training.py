@@ -27,7 +27,7 @@ class BestState(L.Callback):
         self.monitor = monitor
         self.best_score = -math.inf
         self.best_epoch = -1
-        self.state_dict: dict[str, torch.Tensor] | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None  # not state_dict: that is Callback's checkpoint hook
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -35,7 +35,7 @@ class BestState(L.Callback):
         score = float(trainer.callback_metrics[self.monitor])
         if score >= self.best_score:
             self.best_score, self.best_epoch = score, trainer.current_epoch
-            self.state_dict = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.net.state_dict().items()}
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.net.state_dict().items()}
 
 
 def quiet_lightning() -> None:

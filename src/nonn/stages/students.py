@@ -74,7 +74,7 @@ def run(rd: RunDir, log=print) -> None:
                 loader(ds.val, cfg.data.batch_size, shuffle=False))
     if trainer.global_rank != 0:
         sys.exit(0)  # DDP workers end here; rank 0 writes the artifact and goes on
-    net.load_state_dict(best.state_dict)
+    net.load_state_dict(best.best_weights)
     net = net.cpu().eval()
     save_checkpoint(rd.students, {
         **meta,

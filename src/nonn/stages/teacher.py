@@ -61,7 +61,7 @@ def run(rd: RunDir) -> None:
                         loader(ds.val, cfg.data.batch_size, shuffle=False))
             if trainer.global_rank != 0:
                 sys.exit(0)  # DDP workers end here; rank 0 writes the artifact and goes on
-            model.load_state_dict(best.state_dict)
+            model.load_state_dict(best.best_weights)
         source, best_epoch, world_size = "trained", best.best_epoch, trainer.world_size
     model = model.cpu().eval()
     save_checkpoint(rd.teacher, {
