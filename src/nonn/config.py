@@ -107,6 +107,11 @@ class TrainerConfig:
     precision: str = "32-true"
     progress: Union[bool, Literal["auto"]] = "auto"  # auto: progress bars only on a terminal
 
+    def training_settings(self) -> dict[str, Any]:
+        """The keys that change what a training stage computes (hardware, parallelism, numerics); not display."""
+        return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
+                "strategy": self.strategy, "precision": self.precision}
+
     @property
     def show_progress(self) -> bool:
         """Whether to draw progress bars: a log file would fill with their redraws."""

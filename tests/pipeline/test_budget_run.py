@@ -59,3 +59,23 @@ def test_a_changed_budget_search_replans_budget_runs_only(tiny_run, tmp_path, mo
     for name, stage in (("partition", partition), ("students", students)):
         assert stage.inputs_hash(sized) != before[name][0], name
         assert stage.inputs_hash(plain) == before[name][1], name
+
+
+def test_training_hashes_cover_the_trainer_settings_but_not_the_display(tiny_run, tmp_path):
+    """A run moved to another precision or to DDP is trained again; turning progress bars on is not a change."""
+    import shutil
+
+    from nonn.config import load_config
+    from nonn.stages import partition, students, teacher
+
+    rd = RunDir(shutil.copytree(tiny_run, tmp_path / "moved"))
+    base = load_config(rd.config_path)
+    before = {s.__name__: s.inputs_hash(rd) for s in (teacher, partition, students)}
+    for setting in ("trainer.precision=bf16-mixed", "trainer.devices=2", "trainer.strategy=ddp"):
+        rd.save_config(load_config(rd.config_path, [setting]))
+        assert teacher.inputs_hash(rd) != before[teacher.__name__], setting
+        assert students.inputs_hash(rd) != before[students.__name__], setting
+        assert partition.inputs_hash(rd) == before[partition.__name__], setting  # no training there
+        rd.save_config(base)
+    rd.save_config(load_config(rd.config_path, ["trainer.progress=true"]))
+    assert {s.__name__: s.inputs_hash(rd) for s in (teacher, partition, students)} == before

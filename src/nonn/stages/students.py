@@ -27,6 +27,7 @@ def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
     return cfg.slice_hash("data", "students", "budget", extra={"teacher": rd.input_sha256(rd.teacher),
                                                      "partition": rd.input_sha256(rd.partition),
+                                                     "trainer": cfg.trainer.training_settings(),
                                                      **sizing.search_version(cfg)})
 
 

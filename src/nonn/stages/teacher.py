@@ -19,7 +19,7 @@ def inputs_hash(rd: RunDir) -> str:
     cfg = rd.load_config()
     weights = cfg.teacher.weights
     extra = file_sha256(Path(weights)) if weights and Path(weights).exists() else weights
-    return cfg.slice_hash("data", "teacher", extra=extra)
+    return cfg.slice_hash("data", "teacher", extra={"weights": extra, "trainer": cfg.trainer.training_settings()})
 
 
 def _load_user_weights(model: torch.nn.Module, path: str) -> None:
