@@ -54,8 +54,9 @@ def load_dataset(
     table; `$NONN_DATA_MIRROR` replaces the official host of the default table.
     """
     entry = get_entry(name)
-    if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0):
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction!r}; pass e.g. 0.1")
+    if not (isinstance(val_fraction, (int, float)) and 0.0 < val_fraction < 1.0):
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction!r}: training keeps its best-on-validation "
+                        "weights; pass e.g. 0.1")
     if limit_train is not None and (
         isinstance(limit_train, bool) or not isinstance(limit_train, Integral) or limit_train < 1
     ):
