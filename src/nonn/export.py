@@ -30,7 +30,7 @@ class ExportError(NonnError):
     """The exported graphs disagree with PyTorch."""
 
 
-def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+def onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
                 metadata: dict[str, str] | None = None) -> bytes:
     """One module to ONNX with the dynamo exporter and a dynamic batch dimension; `metadata`
     goes into the model's metadata_props."""
@@ -76,12 +76,12 @@ def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=p
     students = []
     for k, node in enumerate(net.students):
         path = out / f"student_{k}.onnx"
-        atomic.write_bytes(path, _onnx_bytes(node, example, "image", "features", pixels))
+        atomic.write_bytes(path, onnx_bytes(node, example, "image", "features", pixels))
         students.append({"file": path.name, "sha256": file_sha256(path), "input": "image", "output": "features",
                          "features": node.num_filters, "arch": archs[k]})
         log(f"[export] {path} ({path.stat().st_size / 1e3:.1f} kB)")
     head_path = out / "head.onnx"
-    atomic.write_bytes(head_path, _onnx_bytes(_Head(net.head), torch.zeros(2, sum(net.partition_sizes)),
+    atomic.write_bytes(head_path, onnx_bytes(_Head(net.head), torch.zeros(2, sum(net.partition_sizes)),
                                               "features", "logits"))
     manifest = {
         "format": MANIFEST_FORMAT,

@@ -245,14 +245,14 @@ def export_split(plan: SplitPlan, out: Path, stem: str = "piece", log=print) -> 
     """Each piece to ``out/<stem>_<i>.onnx`` (input ``image`` or ``activation_in``, output ``activation_out`` or
     ``logits``, dynamic batch); records file names and sizes in the plan."""
     from .. import atomic
-    from ..export import _onnx_bytes
+    from ..export import onnx_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     last = len(plan.pieces) - 1
     for piece, module in zip(plan.pieces, plan.modules):
         example = torch.zeros(2, *piece.in_shape[1:])
-        data = _onnx_bytes(module, example, "image" if piece.index == 0 else "activation_in",
+        data = onnx_bytes(module, example, "image" if piece.index == 0 else "activation_in",
                            "logits" if piece.index == last else "activation_out")
         path = out / f"{stem}_{piece.index}.onnx"
         atomic.write_bytes(path, data)
