@@ -12,14 +12,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from .distill.nonn_model import StudentNode
 from .errors import ConfigError, ModelError
 from .models import create_model
+from .models.cost import FLOAT32_BYTES, count_macs, count_params, weight_bytes
 
 # How a user raises each limit; named in BudgetError messages.
 MEMORY_OPTION = "--device-memory"
@@ -106,7 +106,7 @@ class Budget:
 
     memory_bytes: int | None = None
     macs: int | None = None
-    dtype_bytes: int = 4
+    dtype_bytes: int = FLOAT32_BYTES
 
     def __post_init__(self):
         if self.memory_bytes is None and self.macs is None:
@@ -119,7 +119,7 @@ class Budget:
             raise ConfigError(f"bytes per weight must be a positive integer (4 for float32), got {self.dtype_bytes!r}")
 
     @classmethod
-    def parse(cls, memory: str | None = None, macs: str | None = None, dtype_bytes: int = 4) -> Budget:
+    def parse(cls, memory: str | None = None, macs: str | None = None, dtype_bytes: int = FLOAT32_BYTES) -> Budget:
         """From strings such as ``Budget.parse("200KB", "30M")``."""
         return cls(None if memory is None else parse_bytes(memory), None if macs is None else parse_count(macs),
                    dtype_bytes)
@@ -165,12 +165,6 @@ def _node(arch: str, in_shape: tuple, num_classes: int, num_filters: int, map_si
                          "num_features") from None
 
 
-def _macs(module: torch.nn.Module, x: torch.Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(x)
-    return int(counter.get_total_flops()) // 2  # the counter counts a multiply-accumulate as 2 flops
-
-
 def _count_on(device: str, arch: str, in_shape: tuple, num_classes: int, map_size: tuple):
     with torch.device(device):
         node = _node(arch, in_shape, num_classes, 1, map_size)
@@ -178,13 +172,13 @@ def _count_on(device: str, arch: str, in_shape: tuple, num_classes: int, map_siz
         hooks = [m.register_forward_pre_hook(lambda mod, _inp: ran.add(mod)) for m in node.modules()]
         hooks.append(node.bridge.register_forward_pre_hook(lambda _m, inp: bridge_in.append(inp[0].shape)))
         try:
-            macs = _macs(node, torch.zeros(1, *in_shape))
+            macs = count_macs(node, in_shape)
         finally:
             for h in hooks:
                 h.remove()
-        macs -= _macs(node.bridge, torch.zeros(bridge_in[0]))
-    params = {id(p): p.numel() for m in ran - set(node.bridge.modules()) for p in m.parameters(recurse=False)}
-    return sum(params.values()), macs, node, tuple(bridge_in[0])
+        macs -= count_macs(node.bridge, torch.zeros(bridge_in[0]))
+    params = count_params(p for m in ran - set(node.bridge.modules()) for p in m.parameters(recurse=False))
+    return params, macs, node, tuple(bridge_in[0])
 
 
 @lru_cache(maxsize=1024)
@@ -207,27 +201,33 @@ def _count(arch: str, in_shape: tuple, num_classes: int, num_filters: int, map_s
     params, macs, ref, bridge_in = _count_without_bridge(arch, in_shape, num_classes, map_size)
     with torch.device(next(ref.parameters()).device):
         bridge = StudentNode(ref.backbone, num_filters, map_size).bridge.eval()
-        macs += _macs(bridge, torch.zeros(bridge_in))
-    return params + sum(p.numel() for p in bridge.parameters()), macs
+        macs += count_macs(bridge, torch.zeros(bridge_in))
+    return params + count_params(bridge), macs
 
 
 def student_cost(arch: str, *, in_shape, num_classes: int, num_filters: int, map_size,
-                 dtype_bytes: int = 4) -> Cost:
+                 dtype_bytes: int = FLOAT32_BYTES) -> Cost:
     """Parameters, weight bytes and MACs of backbone ``arch`` plus a ``num_filters``-wide bridge on one device."""
     in_shape, map_size, num_filters = _check_shapes(in_shape, map_size, num_filters)
     params, macs = _count(arch, in_shape, int(num_classes), num_filters, map_size)
-    return Cost(params, params * dtype_bytes, macs, num_filters)
+    return Cost(params, weight_bytes(params, dtype_bytes), macs, num_filters)
 
 
-@cache
-def _ordered(names: tuple[str, ...]) -> tuple[str, ...]:
-    # Parameters before the bridge hardly depend on the input (only the stem's channels): rank on CIFAR's shape.
-    sizes = {a: _count_without_bridge(a, (3, 32, 32), 10, (8, 8))[0] for a in names}
+# What candidates() ranks on when it is not told the data: CIFAR's images, classes and teacher map.
+_CIFAR = {"in_shape": (3, 32, 32), "num_classes": 10, "map_size": (8, 8)}
+
+
+@lru_cache(maxsize=256)
+def _ordered(names: tuple[str, ...], in_shape: tuple, num_classes: int, map_size: tuple) -> tuple[str, ...]:
+    # Counted on the data the students will see: a user's model may only take its own input shape or classes.
+    sizes = {a: _count_without_bridge(a, in_shape, num_classes, map_size)[0] for a in names}
     return tuple(sorted(names, key=lambda a: -sizes[a]))
 
 
-def candidates(family: str | Sequence[str]) -> list[str]:
-    """The family's student architectures from most to least capable (most parameters first).
+def candidates(family: str | Sequence[str], *, in_shape=_CIFAR["in_shape"],
+               num_classes: int = _CIFAR["num_classes"], map_size=_CIFAR["map_size"]) -> list[str]:
+    """The family's student architectures from most to least capable (most parameters first), counted on inputs
+    of ``in_shape`` with ``num_classes`` classes and a teacher map of ``map_size`` (CIFAR-10's unless given).
 
     ``family`` is "wrn" or "mbv2", or a list of architecture names to choose among.
     """
@@ -235,11 +235,13 @@ def candidates(family: str | Sequence[str]) -> list[str]:
         if family not in _FAMILY_NAMES:
             raise ConfigError(f"no student search for family '{family}'; use one of: {', '.join(_FAMILY_NAMES)} "
                               "(or give a list of architecture names)")
-        return list(_ordered(_FAMILY_NAMES[family]))
-    names = tuple(dict.fromkeys(family))
-    if not names:
-        raise ConfigError("the list of candidate architectures is empty; name at least one, e.g. wrn-16-1")
-    return list(_ordered(names))
+        names = _FAMILY_NAMES[family]
+    else:
+        names = tuple(dict.fromkeys(family))
+        if not names:
+            raise ConfigError("the list of candidate architectures is empty; name at least one, e.g. wrn-16-1")
+    in_shape, map_size, _ = _check_shapes(in_shape, map_size, 1)
+    return list(_ordered(names, in_shape, int(num_classes), map_size))
 
 
 def _label(family: str | Sequence[str]) -> str:
@@ -274,8 +276,9 @@ def _no_fit(prefix: str, budget: Budget, costs: list[tuple[str, Cost]]) -> Budge
 def choose_student(family: str | Sequence[str], budget: Budget, *, in_shape, num_classes: int, num_filters: int,
                    map_size) -> tuple[str, Cost]:
     """The most capable architecture of ``family`` whose student (with a ``num_filters`` bridge) fits ``budget``."""
-    costs = [(a, student_cost(a, in_shape=in_shape, num_classes=num_classes, num_filters=num_filters,
-                              map_size=map_size, dtype_bytes=budget.dtype_bytes)) for a in candidates(family)]
+    shapes = {"in_shape": in_shape, "num_classes": num_classes, "map_size": map_size}
+    costs = [(a, student_cost(a, num_filters=num_filters, dtype_bytes=budget.dtype_bytes, **shapes))
+             for a in candidates(family, **shapes)]
     fitting = [ac for ac in costs if budget.fits(ac[1])]
     if not fitting:
         raise _no_fit(f"no {_label(family)} student fits {budget}", budget, costs)
@@ -328,8 +331,9 @@ def choose_k(family: str | Sequence[str], budget: Budget, *, in_shape, num_class
     # More students only shrink the bridge, so if K = k_max does not fit, no K does.
     if not fits(k_max):
         largest = -(-num_filters // k_max)
-        costs = [(a, student_cost(a, in_shape=in_shape, num_classes=num_classes, num_filters=largest,
-                                  map_size=map_size, dtype_bytes=budget.dtype_bytes)) for a in candidates(family)]
+        shapes = {"in_shape": in_shape, "num_classes": num_classes, "map_size": map_size}
+        costs = [(a, student_cost(a, num_filters=largest, dtype_bytes=budget.dtype_bytes, **shapes))
+                 for a in candidates(family, **shapes)]
         raise _no_fit(f"no K up to {k_max} makes {_label(family)} students fit {budget} (at K = {k_max}, at most "
                       f"{largest} filter{'s' if largest > 1 else ''} each)", budget, costs)
     lo, hi = 1, k_max  # fits(k) is monotone in k: bisect for the first K that fits

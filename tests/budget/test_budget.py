@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nonn.budget import (
@@ -138,6 +139,46 @@ def test_choose_student_returns_the_largest_that_fits(family):
     for other in candidates(family):  # nothing with more parameters fits
         c = student_cost(other, num_filters=128, **CIFAR)
         assert c.params <= cost.params or not budget.fits(c)
+
+
+class _FlatStem(nn.Module):
+    """A student for 1x28x28 images only: its stem is a Linear layer on the flattened image."""
+
+    def __init__(self, num_classes: int, in_channels: int):
+        super().__init__()
+        self.stem = nn.Linear(in_channels * 28 * 28, 8 * 7 * 7)
+        self.num_features = 8
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward_features(self, x):
+        return torch.relu(self.stem(x.flatten(1))).view(-1, 8, 7, 7)
+
+    def forward(self, x):
+        return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+
+
+def flat_stem(*, num_classes, in_channels):
+    return _FlatStem(num_classes, in_channels)
+
+
+def test_ranking_counts_on_the_real_input_shape_and_classes(monkeypatch):
+    """Candidates are ranked on the students' own data, not on CIFAR's 3x32x32 images and 10 classes."""
+    import nonn.budget as search
+
+    built, real = set(), search.create_model
+
+    def spy(arch, **kwargs):
+        built.add((kwargs["in_channels"], kwargs["num_classes"]))
+        return real(arch, **kwargs)
+
+    monkeypatch.setattr(search, "create_model", spy)
+    shape = {"in_shape": (1, 28, 28), "num_classes": 26, "map_size": (7, 7)}
+    names = [f"{__name__}:flat_stem", "wrn-10-1"]
+    arch, cost = choose_student(names, Budget(memory_bytes=parse_bytes("2MB")), num_filters=8, **shape)
+    assert arch == names[0]
+    assert cost.params == (784 * 392 + 392) + (8 * 8 + 2 * 8)  # stem, bridge conv and BN; the fc never runs
+    assert candidates(names, **shape) == names
+    assert built == {(1, 26)}
 
 
 def test_choose_student_under_a_mac_limit_and_both_limits():
