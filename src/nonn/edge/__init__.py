@@ -16,6 +16,8 @@ _LAZY = {
     "run_node": "nonn.edge.node",
     "serve_gateway": "nonn.edge.gateway",
     "run_gateway": "nonn.edge.gateway",
+    "NodeOptions": "nonn.edge.options",
+    "GatewayOptions": "nonn.edge.options",
     "classify": "nonn.edge.client",
     "GatewayClient": "nonn.edge.client",
     "StreamingClient": "nonn.edge.client",

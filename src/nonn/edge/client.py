@@ -15,13 +15,12 @@ import numpy as np
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge.errors import EdgeError, GatewayError
-from nonn.edge.serving import DEFAULT_MAX_MESSAGE_BYTES
+from nonn.edge.channels import channel_options, open_aio_channel, open_channel
 from nonn.edge.tensors import encode_array
-from nonn.edge.tls import channel_credentials, open_channel
+from nonn.edge.tls import channel_credentials
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
+CHANNEL_OPTIONS = channel_options()
 
 
 def read_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
@@ -153,12 +152,7 @@ class StreamingClient:
     """
 
     def __init__(self, gateway: str, *, tls=None, insecure: bool = False):
-        options = CHANNEL_OPTIONS
-        credentials = channel_credentials(tls, insecure)
-        if credentials is None:
-            self.channel = grpc.aio.insecure_channel(gateway, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(gateway, credentials, options=options)
+        self.channel = open_aio_channel(gateway, channel_credentials(tls, insecure), CHANNEL_OPTIONS)
         self._open = self.channel.stream_stream("/nonn.v1.Gateway/ClassifyStream",
                                                 request_serializer=pb.ClassifyRequests.SerializeToString,
                                                 response_deserializer=pb.ClassifyReplies.FromString)

@@ -8,6 +8,7 @@ import json
 import sys
 
 from nonn.edge.errors import EdgeError, GatewayError
+from nonn.edge.options import GatewayOptions, NodeOptions
 
 
 def _user_errors(handler):
@@ -46,9 +47,7 @@ def node_command(args: argparse.Namespace) -> int:
         pin_process(parse_cpus(args.cpu))  # before any thread starts: they all inherit it
     from nonn.edge.node import run_node
 
-    return run_node(args.model, args.listen, tls=_tls(args), insecure=args.insecure,
-                    max_message_bytes=args.max_message_bytes, intra_op_threads=args.threads,
-                    delay_ms=args.delay_ms)
+    return run_node(args.model, args.listen, NodeOptions.from_args(args))
 
 
 @_user_errors
@@ -58,10 +57,7 @@ def gateway_command(args: argparse.Namespace) -> int:
     use_polling_io()  # before grpc is imported
     from nonn.edge.gateway import run_gateway
 
-    return run_gateway(args.manifest, args.nodes, args.listen, deadline_s=args.deadline_ms / 1000.0,
-                       degraded=args.degraded, tls=_tls(args), insecure=args.insecure, nodes_ca=args.nodes_ca,
-                       max_message_bytes=args.max_message_bytes, intra_op_threads=args.threads,
-                       max_batch=args.max_batch)
+    return run_gateway(args.manifest, args.nodes, args.listen, GatewayOptions.from_args(args))
 
 
 @_user_errors
@@ -109,13 +105,11 @@ def _add_tls(parser: argparse.ArgumentParser, client: bool = False) -> None:
     group.add_argument("--insecure", action="store_true", help="plaintext; only on a trusted network")
 
 
-def _add_server(parser: argparse.ArgumentParser, port: int) -> None:
+def _add_server(parser: argparse.ArgumentParser, port: int, options: type[NodeOptions | GatewayOptions]) -> None:
     parser.add_argument("--listen", default=f"127.0.0.1:{port}", metavar="HOST:PORT",
                         help="address to bind; 0.0.0.0:PORT to accept other machines, port 0 for any "
                              "(default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: 1)")
-    parser.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
-                        help="largest message accepted (default: 16 MiB)")
+    options.add_flags(parser, "intra_op_threads", "max_message_bytes")
 
 
 def register(subparsers) -> None:
@@ -123,9 +117,8 @@ def register(subparsers) -> None:
     node = subparsers.add_parser("node", help="serve one student model to the gateway",
                                  description="Serve one student ONNX model over gRPC (nonn.v1.Student).")
     node.add_argument("--model", required=True, metavar="ONNX", help="student_<k>.onnx")
-    _add_server(node, 50051)
-    node.add_argument("--delay-ms", type=float, default=0.0, metavar="MS",
-                      help="emulated link delay, applied to each request and each reply (default: 0)")
+    _add_server(node, 50051, NodeOptions)
+    NodeOptions.add_flags(node, "delay_ms")
     node.add_argument("--cpu", metavar="CORES",
                       help="run only on these cores, like 1 or 0-1 (Linux): several nodes on one machine then "
                            "each keep a core and its caches, as on their own boards")
@@ -137,16 +130,10 @@ def register(subparsers) -> None:
     gateway.add_argument("--manifest", required=True, metavar="JSON", help="onnx/manifest.json")
     gateway.add_argument("--nodes", required=True, metavar="HOST:PORT,...",
                          help="one address per student, in partition order")
-    _add_server(gateway, 50050)
-    gateway.add_argument("--deadline-ms", type=float, default=1000.0, metavar="MS",
-                         help="time allowed for all nodes to answer (default: 1000)")
-    gateway.add_argument("--degraded", action="store_true",
-                         help="zero-fill the features of a missing node instead of failing")
+    _add_server(gateway, 50050, GatewayOptions)
+    GatewayOptions.add_flags(gateway, "deadline_s", "degraded")
     _add_tls(gateway)
-    gateway.add_argument("--nodes-ca", metavar="PEM", help="CA to verify the nodes with (default: --tls-ca)")
-    gateway.add_argument("--max-batch", type=int, default=16, metavar="N",
-                         help="images that waited while a node was busy go to it together, up to N per "
-                              "message; 1 sends every image alone (default: %(default)s)")
+    GatewayOptions.add_flags(gateway, "nodes_ca", "max_batch")
     gateway.set_defaults(func=gateway_command)
 
     classify = subparsers.add_parser("classify", help="classify an image through a gateway",

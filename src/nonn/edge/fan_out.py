@@ -19,8 +19,7 @@ from collections import deque
 import grpc
 
 from nonn.edge.node_link import Answer, Job, NodeLink
-
-MAX_BATCH = 16
+from nonn.edge.options import MAX_BATCH
 MAX_IN_FLIGHT = 32  # batches sent to one node and not yet answered; beyond, its images fail at once
 
 

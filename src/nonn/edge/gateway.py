@@ -18,11 +18,13 @@ import numpy as np
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge import serving
+from nonn.edge.channels import channel_options, open_aio_channel
 from nonn.edge.errors import EdgeError, TensorError
-from nonn.edge.fan_out import MAX_BATCH, FanOut
+from nonn.edge.fan_out import FanOut
 from nonn.edge.manifest import Manifest, load_manifest
 from nonn.edge.node import load_session
 from nonn.edge.node_link import MESSAGE_HEADROOM_BYTES, Job, NodeLink
+from nonn.edge.options import GatewayOptions
 from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import decode_array
 from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
@@ -31,19 +33,6 @@ SERVICE_NAME = "nonn.v1.Gateway"
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(3, 1, 1)  # ITU-R BT.601
 MAX_IN_FLIGHT_PER_STREAM = 64  # ClassifyStream requests handled at once on one stream
 _OK = grpc.StatusCode.OK
-
-
-def node_channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Reconnect quickly after a node restarts; notice silently dead links with keepalive."""
-    return [
-        ("grpc.max_send_message_length", int(max_message_bytes)),
-        ("grpc.max_receive_message_length", int(max_message_bytes)),
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-        ("grpc.keepalive_time_ms", 10000),
-        ("grpc.keepalive_timeout_ms", 5000),
-    ]
 
 
 def parse_nodes(nodes) -> list[str]:
@@ -70,26 +59,29 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     """Classify: normalise, fan out to every node, gather within the deadline, run the head.
 
     The node links are opened by open() on the serving loop; without them the servicer
-    still preprocesses and predicts (benchmarks and tests use that in-process)."""
+    still preprocesses and predicts (benchmarks and tests use that in-process). `options`
+    (or GatewayOptions fields as keywords) set the deadline, degraded mode, message size,
+    threads and batches; `credentials` reach the nodes (None: plaintext)."""
 
-    def __init__(self, manifest: Manifest, nodes: list[str], *, deadline_s: float, degraded: bool,
-                 credentials: grpc.ChannelCredentials | None, max_message_bytes: int, intra_op_threads: int,
-                 max_batch: int = MAX_BATCH):
+    def __init__(self, manifest: Manifest, nodes: list[str], options: GatewayOptions | None = None, *,
+                 credentials: grpc.ChannelCredentials | None = None, **fields):
+        options = GatewayOptions.of(options, **fields)
         if len(nodes) != len(manifest.students):
             raise EdgeError(
                 f"{manifest.path} lists {len(manifest.students)} students but --nodes names {len(nodes)} "
                 "addresses; give one host:port per student, in partition order"
             )
-        if not deadline_s > 0:
-            raise EdgeError(f"the deadline must be positive, got {deadline_s * 1000:g} ms")
-        if max_batch < 1:
-            raise EdgeError(f"--max-batch must be at least 1, got {max_batch}")
+        if not options.deadline_s > 0:
+            raise EdgeError(f"the deadline must be positive, got {options.deadline_s * 1000:g} ms")
+        if options.max_batch < 1:
+            raise EdgeError(f"--max-batch must be at least 1, got {options.max_batch}")
+        self.options = options
         self.manifest = manifest
         self.nodes = nodes
-        self.deadline_s = float(deadline_s)
-        self.degraded = degraded
-        self.max_batch = int(max_batch)
-        self.head = load_session(manifest.head_file, intra_op_threads)
+        self.deadline_s = float(options.deadline_s)
+        self.degraded = options.degraded
+        self.max_batch = int(options.max_batch)
+        self.head = load_session(manifest.head_file, options.intra_op_threads)
         self._check_head()
         channel, height, width = manifest.input_shape
         self._shape = (1, channel, height, width)
@@ -97,19 +89,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self._sizes = manifest.partition_sizes
         self._zeros = [np.zeros((1, n), dtype=np.float32) for n in self._sizes]
         self._credentials = credentials
-        self._options = node_channel_options(max_message_bytes)
-        self._max_message_bytes = int(max_message_bytes)
+        self._max_message_bytes = int(options.max_message_bytes)
         self.channels: list[grpc.aio.Channel] = []
         self.links: list[NodeLink] = []
         self.fan_out: FanOut | None = None
 
     async def open(self) -> None:
         """Open one channel per node on the running loop (they connect on first use)."""
+        options = channel_options(self._max_message_bytes, to_node=True)
         for k, address in enumerate(self.nodes):
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address, options=self._options)
-            else:
-                channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
+            channel = open_aio_channel(address, self._credentials, options)
             self.channels.append(channel)
             self.links.append(NodeLink(channel, self._sizes[k],
                                        describe=f"is it serving {self.manifest.students[k].file.name}?"))
@@ -394,27 +383,23 @@ class GatewayServer:
         return getattr(self._server, name)
 
 
-def _start(manifest_path, nodes, listen, deadline_s, degraded, tls, insecure, nodes_ca,
-           max_message_bytes, intra_op_threads, workers, max_batch=MAX_BATCH):
-    server_credentials(tls, insecure)  # refuse plaintext before loading anything
-    tls = TLSFiles.of(tls)
-    if insecure:
+def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
+    server_credentials(options.tls, options.insecure)  # refuse plaintext before loading anything
+    tls = TLSFiles.of(options.tls)
+    if options.insecure:
         credentials = None
     else:
-        credentials = channel_credentials(TLSFiles(tls.cert, tls.key, nodes_ca or tls.ca), False)
+        credentials = channel_credentials(TLSFiles(tls.cert, tls.key, options.nodes_ca or tls.ca), False)
     manifest = load_manifest(manifest_path)
-    servicer = GatewayServicer(
-        manifest, parse_nodes(nodes), deadline_s=deadline_s, degraded=degraded, credentials=credentials,
-        max_message_bytes=max_message_bytes, intra_op_threads=intra_op_threads, max_batch=max_batch,
-    )
+    servicer = GatewayServicer(manifest, parse_nodes(nodes), options, credentials=credentials)
 
     async def start():
         await servicer.open()
         try:
             server, port, mode, health = await serving.start_aio_server(
                 lambda server: pb_grpc.add_GatewayServicer_to_server(servicer, server),
-                [SERVICE_NAME], listen, tls, insecure,
-                max_message_bytes=max_message_bytes, max_concurrent_rpcs=16 * max(1, workers),
+                [SERVICE_NAME], listen, tls, options.insecure,
+                max_message_bytes=options.max_message_bytes, max_concurrent_rpcs=16 * max(1, options.workers),
             )
         except BaseException:
             await servicer.aclose()
@@ -425,54 +410,24 @@ def _start(manifest_path, nodes, listen, deadline_s, degraded, tls, insecure, no
     return GatewayServer(server, servicer), port, mode, manifest
 
 
-def serve_gateway(
-    manifest_path: str | Path,
-    nodes,
-    listen: str = "127.0.0.1:0",
-    *,
-    deadline_s: float = 1.0,
-    degraded: bool = False,
-    tls=None,
-    insecure: bool = False,
-    nodes_ca: str | Path | None = None,
-    max_message_bytes: int = serving.DEFAULT_MAX_MESSAGE_BYTES,
-    intra_op_threads: int = 1,
-    workers: int = 8,
-    max_batch: int = MAX_BATCH,
-) -> tuple[GatewayServer, int]:
+def serve_gateway(manifest_path: str | Path, nodes, listen: str = "127.0.0.1:0",
+                  options: GatewayOptions | None = None, **fields) -> tuple[GatewayServer, int]:
     """Start the gateway and return (server, bound port).
 
-    `nodes` lists host:port per student, in partition order. `tls` is (cert, key, ca or
-    None): the gateway serves with cert/key, requires client certificates signed by `ca`
-    when given, verifies nodes against `nodes_ca` (default: `ca`), and presents its own
-    certificate to nodes (mutual TLS). A node slower than `deadline_s` or down fails the
-    request naming it, unless `degraded`, which zero-fills its features instead. The server
-    runs on the process's serving loop and takes up to 16 x `workers` calls at once. Images
-    that wait while a node is busy go to it together, up to `max_batch` per message.
+    `nodes` lists host:port per student, in partition order. `options` (a GatewayOptions,
+    whose fields document every setting), with any of its fields given as keywords on top:
+    serve_gateway(m, nodes, insecure=True, deadline_s=0.5). The server runs on the
+    process's serving loop.
     """
-    server, port, *_ = _start(manifest_path, nodes, listen, deadline_s, degraded, tls, insecure, nodes_ca,
-                              max_message_bytes, intra_op_threads, workers, max_batch)
+    server, port, *_ = _start(manifest_path, nodes, listen, GatewayOptions.of(options, **fields))
     return server, port
 
 
-def run_gateway(
-    manifest_path: str | Path,
-    nodes,
-    listen: str = "127.0.0.1:0",
-    *,
-    deadline_s: float = 1.0,
-    degraded: bool = False,
-    tls=None,
-    insecure: bool = False,
-    nodes_ca: str | Path | None = None,
-    max_message_bytes: int = serving.DEFAULT_MAX_MESSAGE_BYTES,
-    intra_op_threads: int = 1,
-    workers: int = 8,
-    max_batch: int = MAX_BATCH,
-) -> int:
-    """Serve the gateway until SIGTERM/SIGINT; prints one line naming the bound address."""
-    server, port, mode, manifest = _start(manifest_path, nodes, listen, deadline_s, degraded, tls, insecure,
-                                          nodes_ca, max_message_bytes, intra_op_threads, workers, max_batch)
+def run_gateway(manifest_path: str | Path, nodes, listen: str = "127.0.0.1:0",
+                options: GatewayOptions | None = None, **fields) -> int:
+    """Serve the gateway until SIGTERM/SIGINT; prints one line naming the bound address.
+    Takes what serve_gateway takes."""
+    server, port, mode, manifest = _start(manifest_path, nodes, listen, GatewayOptions.of(options, **fields))
     banner = (f"nonn gateway serving {manifest.path.name} ({len(manifest.students)} nodes) on "
               f"{serving.bound_address(listen, port)} ({mode})")
     try:

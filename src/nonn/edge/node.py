@@ -16,6 +16,7 @@ from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge import serving
 from nonn.edge.errors import EdgeError, TensorError
+from nonn.edge.options import NodeOptions
 from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import from_tensor, to_tensor
 from nonn.edge.tls import server_credentials
@@ -224,58 +225,40 @@ class StudentServicer(pb_grpc.StudentServicer):
                 yield reply
 
 
-def serve_node(
-    model_path: str | Path,
-    listen: str = "127.0.0.1:0",
-    *,
-    tls=None,
-    insecure: bool = False,
-    max_message_bytes: int = serving.DEFAULT_MAX_MESSAGE_BYTES,
-    intra_op_threads: int = 1,
-    delay_ms: float = 0.0,
-    workers: int = 4,
-) -> tuple[grpc.Server, int]:
+def serve_node(model_path: str | Path, listen: str = "127.0.0.1:0", options: NodeOptions | None = None,
+               **fields) -> tuple[grpc.Server, int]:
     """Start serving one student and return (server, bound port); stop it with server.stop(grace).
 
-    `tls` is (cert, key, ca or None) or a TLSFiles; a CA makes clients present a certificate
-    it signed (mutual TLS). Plaintext needs insecure=True. `delay_ms` emulates a slow link:
-    each message, request and reply, is held that long, so a call gains 2 x delay_ms.
+    `options` (a NodeOptions, whose fields document every setting), with any of its fields
+    given as keywords on top: serve_node(model, insecure=True, delay_ms=5). Plaintext needs
+    insecure=True.
     """
-    server, port, *_ = _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_threads, delay_ms,
-                              workers)
+    server, port, *_ = _start(model_path, listen, NodeOptions.of(options, **fields))
     return server, port
 
 
-def _start(model_path, listen, tls, insecure, max_message_bytes, intra_op_threads, delay_ms, workers):
-    server_credentials(tls, insecure)  # refuse plaintext before paying for the model load
-    servicer = StudentServicer(load_session(model_path, intra_op_threads), delay_ms, workers, max_message_bytes)
+def _start(model_path, listen: str, options: NodeOptions):
+    server_credentials(options.tls, options.insecure)  # refuse plaintext before paying for the model load
+    servicer = StudentServicer(load_session(model_path, options.intra_op_threads), options.delay_ms,
+                               options.workers, options.max_message_bytes)
     server, port, mode, health = serving.start_server(
         lambda server: pb_grpc.add_StudentServicer_to_server(servicer, server),
         [SERVICE_NAME],
         listen,
-        tls,
-        insecure,
-        max_message_bytes=max_message_bytes,
-        workers=workers,
+        options.tls,
+        options.insecure,
+        max_message_bytes=options.max_message_bytes,
+        workers=options.workers,
         stream_threads=MAX_STREAMS,
     )
     return server, port, mode, health, servicer
 
 
-def run_node(
-    model_path: str | Path,
-    listen: str = "127.0.0.1:0",
-    *,
-    tls=None,
-    insecure: bool = False,
-    max_message_bytes: int = serving.DEFAULT_MAX_MESSAGE_BYTES,
-    intra_op_threads: int = 1,
-    delay_ms: float = 0.0,
-    workers: int = 4,
-) -> int:
-    """Serve one student until SIGTERM/SIGINT; prints one line naming the bound address."""
-    server, port, mode, health, servicer = _start(model_path, listen, tls, insecure, max_message_bytes,
-                                                  intra_op_threads, delay_ms, workers)
+def run_node(model_path: str | Path, listen: str = "127.0.0.1:0", options: NodeOptions | None = None,
+             **fields) -> int:
+    """Serve one student until SIGTERM/SIGINT; prints one line naming the bound address.
+    Takes what serve_node takes."""
+    server, port, mode, health, servicer = _start(model_path, listen, NodeOptions.of(options, **fields))
     banner = f"nonn node serving {Path(model_path).name} on {serving.bound_address(listen, port)} ({mode})"
     return serving.serve_until_signal(
         lambda grace: serving.stop_server(server, health, grace, servicer.end_streams), banner)

@@ -18,8 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nonn.edge import tls as tls_
 from nonn.edge.errors import EdgeError
-
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+from nonn.edge.options import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (bench imports it from here)
 GRACE_S = 2.0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from nonn.edge.channels import open_channel  # noqa: F401 (its old home)
 from nonn.edge.errors import EdgeError
 
 INSECURE_HINT = "pass --tls-cert/--tls-key (make them with `nonn certs DIR`) or --insecure"
@@ -73,13 +74,6 @@ def channel_credentials(tls: TLSFiles | tuple | None, insecure: bool) -> grpc.Ch
     if not insecure:
         raise EdgeError("pass --tls-ca (and --tls-cert/--tls-key for mutual TLS) or --insecure")
     return None
-
-
-def open_channel(address: str, credentials: grpc.ChannelCredentials | None, options=()) -> grpc.Channel:
-    """A secure channel when credentials are given, else a plaintext one."""
-    if credentials is None:
-        return grpc.insecure_channel(address, options=list(options))
-    return grpc.secure_channel(address, credentials, options=list(options))
 
 
 def add_port(server: grpc.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
