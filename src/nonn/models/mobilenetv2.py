@@ -16,8 +16,12 @@ Only two stages downsample, so the final map is ceil(H/4) x ceil(W/4), the same 
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
+
+from .classifier import PooledClassifier
 
 # expansion t, reference channels c, blocks n, stride of the first block s
 STAGES = (
@@ -32,6 +36,21 @@ STAGES = (
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
 MAX_BLOCKS_PER_STAGE = max(n for _, _, n, _ in STAGES)
+
+# The sizes a budget search ranks; at most 4 blocks per stage is the full network (3 differs from it by one block).
+WIDTHS = ("1.0", "0.75", "0.5", "0.35", "0.25")
+BLOCKS = (4, 2, 1)
+SIZES = tuple(f"mbv2-{w}" if b == MAX_BLOCKS_PER_STAGE else f"mbv2-{w}-d{b}" for w in WIDTHS for b in BLOCKS)
+
+_PARAMETERS = re.compile(r"(\d+(?:\.\d+)?)(?:-d(\d+))?")
+
+
+def parse_name(parameters: str) -> dict:
+    """The constructor arguments of ``mbv2-<parameters>``: "0.35-d2" -> {"width": 0.35, "max_blocks": 2}."""
+    m = _PARAMETERS.fullmatch(parameters)
+    if m is None:
+        raise ValueError(f"expected <width>[-d<blocks per stage>], e.g. 0.35-d2, got '{parameters}'")
+    return {"width": float(m.group(1)), "max_blocks": None if m.group(2) is None else int(m.group(2))}
 
 
 def scaled_channels(channels: float, divisor: int = 8) -> int:
@@ -70,10 +89,11 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(PooledClassifier, nn.Module):
     """MobileNetV2 at ``width``, at most ``max_blocks`` blocks per stage (None: all), then 1x1 conv, BN, ReLU6.
 
-    The final feature map (after the last BN and activation) is the output of module ``act``.
+    The final feature map (after the last BN and activation) is the output of module ``act``. timm's contract holds:
+    ``num_features``, ``in_chans``, ``forward_features``, ``forward_head`` and ``reset_classifier(0)``.
     """
 
     feature_module = "act"
@@ -86,6 +106,7 @@ class MobileNetV2(nn.Module):
         if max_blocks is not None and not 1 <= max_blocks <= MAX_BLOCKS_PER_STAGE:
             raise ValueError(f"blocks per stage must be 1..{MAX_BLOCKS_PER_STAGE}, got {max_blocks}")
         self.width, self.max_blocks = width, max_blocks
+        self.in_chans, self.num_classes = in_channels, num_classes
         planes = scaled_channels(STEM_CHANNELS * width)
         self.stem = nn.Sequential(*_conv_bn(in_channels, planes, 3))
         blocks = []
@@ -118,13 +139,14 @@ class MobileNetV2(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def remove_classifier(self) -> None:
-        """Drop the fc layer, for use as a feature extractor (a NoNN student has its own head)."""
-        self.fc = nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final feature map, N x num_features x ceil(H/4) x ceil(W/4)."""
         return self.act(self.norm(self.conv(self.blocks(self.stem(x)))))
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The final feature map -> logits (the pooled N x num_features vector when ``pre_logits``)."""
+        x = self.dropout(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(torch.flatten(self.pool(self.forward_features(x)), 1)))
+        return self.forward_head(self.forward_features(x))

@@ -1,10 +1,39 @@
-"""Pre-activation Wide ResNet WRN-d-k (Zagoruyko & Komodakis, 2016), CIFAR style, any input size."""
+"""Pre-activation Wide ResNet WRN-d-k (Zagoruyko & Komodakis, 2016), CIFAR style, any input size.
+
+Registry names: ``wrn-<depth>-<width>``, depth 6n+4 (10, 16, 22, 28, 40), width a whole number or a decimal
+(``wrn-16-1``, ``wrn-40-4``, ``wrn-16-0.5``).
+"""
 
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .classifier import PooledClassifier
+
+# The sizes a budget search ranks; widths below 1 are for tight budgets (thinner groups, same stem).
+DEPTHS = (10, 16, 22, 28, 40)
+WIDTHS = ("0.25", "0.5", "0.75", 1, 2, 4, 8)
+SIZES = tuple(f"wrn-{d}-{w}" for d in DEPTHS for w in WIDTHS)
+
+_PARAMETERS = re.compile(r"(\d+)-(\d+(?:\.\d+)?)")
+
+
+def _width(text: str) -> float | int:
+    """"4" -> 4, "0.5" -> 0.5: whole widths stay integers."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def parse_name(parameters: str) -> dict:
+    """The constructor arguments of ``wrn-<parameters>``: "16-0.5" -> {"depth": 16, "width": 0.5}."""
+    m = _PARAMETERS.fullmatch(parameters)
+    if m is None:
+        raise ValueError(f"expected <depth>-<width>, e.g. 16-1, got '{parameters}'")
+    return {"depth": int(m.group(1)), "width": _width(m.group(2))}
 
 
 class PreActBlock(nn.Module):
@@ -32,10 +61,11 @@ class PreActBlock(nn.Module):
         return self.conv2(o) + residual
 
 
-class WideResNet(nn.Module):
+class WideResNet(PooledClassifier, nn.Module):
     """WRN-depth-width: a 3x3 stem, three groups of pre-activation blocks (strides 1, 2, 2), BN-ReLU, pool, fc.
 
-    The final feature map (after the last BN+ReLU) is the output of module ``act``.
+    The final feature map (after the last BN+ReLU) is the output of module ``act``. timm's contract holds:
+    ``num_features``, ``in_chans``, ``forward_features``, ``forward_head`` and ``reset_classifier(0)``.
     """
 
     feature_module = "act"
@@ -51,6 +81,7 @@ class WideResNet(nn.Module):
         # A width below 1 thins the groups (16, 32, 64 channels times the width), not the 16-channel stem.
         widths = [16, *(max(1, round(c * width)) for c in (16, 32, 64))]
         self.depth, self.width = depth, width
+        self.in_chans, self.num_classes = in_channels, num_classes
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.group1 = self._group(widths[0], widths[1], n, 1, dropout)
         self.group2 = self._group(widths[1], widths[2], n, 2, dropout)
@@ -78,15 +109,16 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def remove_classifier(self) -> None:
-        """Drop the fc layer, for use as a feature extractor (a NoNN student has its own head)."""
-        self.fc = nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final feature map, N x num_features x H/4 x W/4."""
         x = self.stem(x)
         x = self.group3(self.group2(self.group1(x)))
         return self.act(self.norm(x))
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The final feature map -> logits (the pooled N x num_features vector when ``pre_logits``)."""
+        x = torch.flatten(self.pool(x), 1)
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+        return self.forward_head(self.forward_features(x))
