@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 import json
 
+import torch
+
 from .. import atomic
+from ..budget import Cost
+from ..models.cost import FLOAT32_BYTES, count_macs, count_params, weight_bytes
 from ..rundir import RunDir, file_sha256
 from . import sizing
 from .common import accuracy_on, batch_prep, dataset_for, load_students, load_teacher
-
-FEATURE_BYTES = 4  # float32 on the wire
 
 
 def inputs_hash(rd: RunDir) -> str:
@@ -39,20 +38,7 @@ def teacher_test_accuracy(rd: RunDir, teacher, ds, prep) -> float:
     return acc
 
 
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@torch.no_grad()
-def count_macs(module: torch.nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass (torch's flop counter counts 2 flops per MAC)."""
-    module.eval()
-    with FlopCounterMode(display=False) as counter:
-        module(example)
-    return int(counter.get_total_flops()) // 2
-
-
-def run(rd: RunDir) -> dict:
+def run(rd: RunDir, log=print) -> dict:
     cfg = rd.load_config()
     ds = dataset_for(cfg)
     prep = batch_prep(ds, cfg)
@@ -64,18 +50,18 @@ def run(rd: RunDir) -> dict:
     budget = sizing.budget_of(cfg)
     students = []
     for node, group in zip(net.students, sckpt["groups"]):
-        params, macs = count_params(node), count_macs(node, image)
+        params = count_params(node)
+        cost = Cost(params, weight_bytes(params, dtype_bytes), count_macs(node, image), len(group))
         students.append({
             "arch": sckpt["archs"][len(students)],
-            "params": params,
-            "weight_bytes": params * dtype_bytes,
-            "macs": macs,
-            "filters": len(group),
-            "bytes_sent": len(group) * FEATURE_BYTES,
+            "params": cost.params,
+            "weight_bytes": cost.weight_bytes,
+            "macs": cost.macs,
+            "filters": cost.filters,
+            "bytes_sent": len(group) * FLOAT32_BYTES,  # one float32 per filter of its pooled vector
         })
         if budget is not None:
-            students[-1]["fits_budget"] = ((budget.memory_bytes is None or params * dtype_bytes <= budget.memory_bytes)
-                                           and (budget.macs is None or macs <= budget.macs))
+            students[-1]["fits_budget"] = budget.fits(cost)
     head_in = torch.zeros(1, sum(sckpt["partition_sizes"]))
     full_acc = accuracy_on(net, ds.test, prep)
     missing = []
@@ -92,7 +78,7 @@ def run(rd: RunDir) -> dict:
             "arch": cfg.teacher.arch,
             "accuracy": teacher_test_accuracy(rd, teacher, ds, prep),
             "params": count_params(teacher),
-            "weight_bytes": count_params(teacher) * dtype_bytes,
+            "weight_bytes": weight_bytes(teacher, dtype_bytes),
             "macs": count_macs(teacher, image),
         },
         "nonn": {
@@ -104,7 +90,7 @@ def run(rd: RunDir) -> dict:
         },
         "budget": None if budget is None else {"memory_bytes": budget.memory_bytes, "macs": budget.macs,
                                                "dtype_bytes": dtype_bytes,
-                                               "teacher_weight_bytes": count_params(teacher) * dtype_bytes},
+                                               "teacher_weight_bytes": weight_bytes(teacher, dtype_bytes)},
         "inputs_hash": inputs_hash(rd),
     }
     atomic.write_json(rd.metrics, metrics)
