@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge.errors import TensorError
 from nonn.edge.node import COMPUTE_TIME_KEY, MAX_MESSAGE_KEY
-from nonn.edge.tensors import dtype_name, from_tensor
+from nonn.edge.tensors import from_tensor, to_tensor
 
 FEATURES_METHOD = "/nonn.v1.Student/Features"
 MESSAGE_HEADROOM_BYTES = 256  # a FeaturesRequest's fields beside the pixels (shape, dtype, id, timeout)
@@ -114,7 +114,7 @@ class NodeLink:
     def _send(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         x = jobs[0].x if len(jobs) == 1 else np.concatenate([job.x for job in jobs])
-        tensor = pb.Tensor(shape=x.shape, dtype=dtype_name(x.dtype), data=x.tobytes())
+        tensor = to_tensor(x)  # little-endian on the wire, whatever the array's byte order
         timeout = max(0.0, max(job.deadline for job in jobs) - loop.time())
         batch_id = next(self._ids)
         if not self.streams:
