@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from nonn.errors import ModelError
-from nonn.models import WideResNet, create_model, probe_feature_shape, validate_name
+from nonn.models import WideResNet, create_model, list_models, probe_feature_shape, validate_name
 from nonn.models.mobilenetv2 import InvertedResidual, MobileNetV2, scaled_channels
 
 SHAPE_CASES = [
@@ -15,6 +15,10 @@ SHAPE_CASES = [
     ("mbv2-0.35-d2", 3, 32, 32, 448),
     ("mbv2-1", 1, 8, 8, 1280),
 ]
+
+
+def test_the_worked_examples_are_listed_sizes():
+    assert {name for name, *_ in SHAPE_CASES} - set(list_models(family="mbv2")) == {"mbv2-1"}  # "mbv2-1.0" spelled short
 
 
 @pytest.mark.parametrize("name,c,h,w,feat", SHAPE_CASES)
@@ -36,9 +40,10 @@ def test_scaled_channels_round_to_multiples_of_eight(value, expected):
     assert scaled_channels(value) == expected
 
 
-@pytest.mark.parametrize("name", ["mbv2-0.35", "mbv2-0.75-d2", "mbv2-0.25-d1"])
+@pytest.mark.parametrize("name", list_models(family="mbv2"))
 def test_every_channel_count_is_a_multiple_of_eight(name):
-    model = create_model(name, num_classes=10, in_channels=3)
+    with torch.device("meta"):  # the layers' shapes are all that is read
+        model = create_model(name, num_classes=10, in_channels=3)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert all(m.out_channels % 8 == 0 and m.out_channels >= 8 for m in convs)
 

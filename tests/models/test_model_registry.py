@@ -49,14 +49,18 @@ def test_unknown_family_names_the_families():
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_listed_name_builds_with_a_stride_4_final_map(name):
+def test_every_listed_name_builds_with_a_stride_4_final_map_and_timms_contract(name):
     validate_name(name)
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
         model = create_model(name, num_classes=3, in_channels=1)
         fmap = model.forward_features(torch.zeros(2, 1, 9, 9))
+        logits = model(torch.zeros(2, 1, 9, 9))
+        model.reset_classifier(0)
+        pooled = model(torch.zeros(2, 1, 9, 9))
     assert isinstance(model, WideResNet if name.startswith("wrn-") else MobileNetV2)
-    assert fmap.shape == (2, model.num_features, 3, 3)
-    assert model.feature_module == "act" and model.in_chans == 1 and model.num_classes == 3
+    assert fmap.shape == (2, model.num_features, 3, 3) and logits.shape == (2, 3)
+    assert pooled.shape == (2, model.num_features)
+    assert model.feature_module == "act" and model.in_chans == 1
 
 
 def test_unknown_names_list_examples_and_bad_parameters_name_the_rule():

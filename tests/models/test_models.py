@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nonn.errors import ModelError
-from nonn.models import FeatureHook, create_model, probe_feature_shape, validate_name
+from nonn.models import FeatureHook, create_model, list_models, probe_feature_shape, validate_name
 
 REGISTRY_CASES = [
     # name, in_channels, H, W, expected final channels
@@ -25,6 +25,19 @@ def test_wrn_shapes(name, c, h, w, feat):
     assert fmap.shape == (2, feat, (h + 3) // 4, (w + 3) // 4)
     assert probe_feature_shape(model, "act", (c, h, w)) == tuple(fmap.shape[1:])
     assert model.num_features == feat
+
+
+def test_the_worked_examples_are_listed_sizes():
+    assert {name for name, *_ in REGISTRY_CASES} <= set(list_models(family="wrn"))
+
+
+@pytest.mark.parametrize("name", list_models(family="wrn"))
+def test_every_listed_wrn_ends_in_64_times_its_width_channels(name):
+    _, depth, width = name.split("-")
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10, in_channels=3)
+    assert (model.depth, model.num_features) == (int(depth), round(64 * float(width)))
+    assert model.stem.out_channels == 16
 
 
 def test_wrn_parameter_counts_match_the_paper_scale():
