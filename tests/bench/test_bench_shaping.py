@@ -1,16 +1,12 @@
-"""In-process shaping: token bucket arithmetic on an injected clock (no timing
-thresholds), and the analytic transfer time."""
+"""Shaping without namespaces: the analytic transfer time, tbf arguments and the mode chosen."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
 from nonn.bench.links import (
     SHAPING_NETNS,
     SHAPING_TOKEN_BUCKET,
-    TokenBucket,
     choose_shaping_mode,
     default_burst_bytes,
     parse_tc_rate,
@@ -18,60 +14,6 @@ from nonn.bench.links import (
     transfer_time_s,
 )
 from nonn.bench.profiles import LinkProfile, get_link
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_burst_passes_free_then_debt_is_paid_at_the_rate():
-    clock = FakeClock()
-    bucket = TokenBucket(rate_bps=8000, burst_bytes=1000, clock=clock)   # 1000 B/s
-    assert bucket.delay_for(600) == 0.0
-    assert bucket.delay_for(400) == 0.0          # bucket exactly empty
-    assert bucket.delay_for(500) == pytest.approx(0.5)   # 500 B of debt at 1000 B/s
-    assert bucket.delay_for(250) == pytest.approx(0.75)  # queues behind earlier debt
-    clock.now += 0.75                             # debt repaid
-    assert bucket.available_bytes() == pytest.approx(0.0)
-    clock.now += 10                               # refill caps at the burst
-    assert bucket.available_bytes() == pytest.approx(1000)
-
-
-def test_message_larger_than_burst_waits_for_the_excess():
-    clock = FakeClock()
-    bucket = TokenBucket(rate_bps=1_000_000, burst_bytes=10_000, clock=clock)
-    assert bucket.delay_for(135_000) == pytest.approx(125_000 * 8 / 1_000_000)
-
-
-def test_clock_going_backwards_does_not_mint_tokens():
-    clock = FakeClock()
-    bucket = TokenBucket(rate_bps=8000, burst_bytes=100, clock=clock)
-    bucket.delay_for(100)
-    clock.now -= 5
-    assert bucket.available_bytes() == pytest.approx(0.0)
-
-
-def test_concurrent_reservations_are_all_accounted():
-    clock = FakeClock()
-    bucket = TokenBucket(rate_bps=8000, burst_bytes=1000, clock=clock)
-    threads = [threading.Thread(target=bucket.delay_for, args=(10,)) for _ in range(200)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert bucket.available_bytes() == pytest.approx(1000 - 2000)
-    assert bucket.delay_for(0) == pytest.approx(1.0)
-
-
-def test_bucket_rejects_bad_arguments():
-    with pytest.raises(ValueError):
-        TokenBucket(0, 10)
-    with pytest.raises(ValueError):
-        TokenBucket(10, 10).delay_for(-1)
 
 
 def test_transfer_time_by_hand():

@@ -1,5 +1,5 @@
-"""Link emulation for the benchmarks: shaped veth links in network namespaces, or an
-in-process token bucket where namespaces are not permitted.
+"""Link emulation for the benchmarks: shaped veth links in network namespaces, or the
+modelled transfer time where namespaces are not permitted.
 
 Kernel mode (``EmulatedLinks``): each emulated node gets its own network namespace joined
 to the root namespace by a veth pair with a /30 from a private or link-local subnet that
@@ -10,9 +10,9 @@ qdisc, so *propagation delay is not added by the kernel*: the runtime adds each 
 A namespace has no route except its /30, so a process inside can reach only its
 gateway address, and the benchmarks only ever send to the addresses made here.
 
-Fallback mode: ``TokenBucket`` paces bytes inside the process and ``transfer_time_s`` gives
-the analytic transfer time. The benchmark output names the mode in use
-(``SHAPING_NETNS`` or ``SHAPING_TOKEN_BUCKET``), see ``choose_shaping_mode``.
+Fallback mode: nothing is shaped; ``transfer_time_s`` gives the analytic transfer time that
+the benchmark adds in process. The benchmark output names the mode in use (``SHAPING_NETNS``
+or ``SHAPING_TOKEN_BUCKET``), see ``choose_shaping_mode``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from nonn.bench import subnets
 from nonn.bench.profiles import LinkProfile
 from nonn.deploy.procfs import pid_alive
 from nonn.errors import NonnError
@@ -44,9 +43,6 @@ DEFAULT_PREFIX = "nonn"
 MIN_BURST_BYTES = 1600      # one 1514-byte frame and headroom; tbf drops frames larger than burst
 BURST_SECONDS = 0.0005      # above ~26 Mbit/s: 0.5 ms of traffic, so the timer keeps up with the rate
 DEFAULT_LATENCY_MS = 200.0  # tbf queue bound: how long a packet may wait for tokens
-_POOL_START = ipaddress.IPv4Address("169.254.64.0")
-_POOL_SLOTS = 128           # /24s 169.254.64.0 ... 169.254.191.0
-_METADATA = ipaddress.IPv4Address("169.254.169.254")  # never take the cloud metadata /24
 _CMD_TIMEOUT_S = 20
 _IFNAMSIZ = 15
 _NODE_IFACE = "vnode"
@@ -191,52 +187,9 @@ def cleanup_stale(prefix: str = DEFAULT_PREFIX, include_live: bool = False) -> l
     return removed
 
 
-def _root_networks(ip: str) -> tuple[list[ipaddress.IPv4Network], list[ipaddress.IPv4Network]]:
-    """IPv4 networks of the root namespace's addresses, and of its routes."""
-    addrs: list[ipaddress.IPv4Network] = []
-    for line in _run([ip, "-o", "-4", "addr", "show"], check=False).stdout.splitlines():
-        words = line.split()
-        if "inet" in words and words.index("inet") + 1 < len(words):
-            try:
-                addrs.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
-            except ValueError:
-                pass
-    routes: list[ipaddress.IPv4Network] = []
-    for line in _run([ip, "-4", "route", "show", "table", "all"],
-                     check=False).stdout.splitlines():
-        for word in line.split()[:2]:   # "NET dev ..." or "TYPE NET dev ..."
-            try:
-                routes.append(ipaddress.IPv4Network(word, strict=False))
-                break
-            except ValueError:
-                continue
-    return addrs, routes
-
-
-def _subnet_conflicts(net: ipaddress.IPv4Network,
-                      used: tuple[list[ipaddress.IPv4Network], list[ipaddress.IPv4Network]],
-                      ) -> list[str]:
-    """What already uses ``net`` here: any overlapping address, or any route at least as
-    specific as ``net`` inside it (a wider route, e.g. a zeroconf 169.254.0.0/16, is
-    harmless because our /30 routes are more specific)."""
-    addrs, routes = used
-    clash = [f"address network {a}" for a in addrs if a.overlaps(net)]
-    clash += [f"route {r}" for r in routes if r.overlaps(net) and r.prefixlen >= net.prefixlen]
-    if _METADATA in net:
-        clash.append(f"cloud metadata address {_METADATA}")
-    return clash
-
-
-def _pick_subnet(ip: str) -> ipaddress.IPv4Network:
-    used = _root_networks(ip)
-    start = os.getpid() % _POOL_SLOTS
-    for step in range(_POOL_SLOTS):
-        slot = (start + step) % _POOL_SLOTS
-        candidate = ipaddress.IPv4Network((int(_POOL_START) + slot * 256, 24))
-        if not _subnet_conflicts(candidate, used):
-            return candidate
-    raise LinkEmulationError("no free /24 left in 169.254.64.0-169.254.191.255; pass "
-                             "subnet= explicitly")
+def _used_networks(ip: str) -> subnets.Used:
+    return subnets.used_networks(_run([ip, "-o", "-4", "addr", "show"], check=False).stdout,
+                                 _run([ip, "-4", "route", "show", "table", "all"], check=False).stdout)
 
 
 @dataclass
@@ -334,25 +287,13 @@ class EmulatedLinks:
             raise
 
     def _resolve_subnet(self) -> ipaddress.IPv4Network:
-        if self._subnet_arg is None:
-            return _pick_subnet(self._ip)
         try:
-            net = ipaddress.ip_network(self._subnet_arg, strict=True)
+            used = _used_networks(self._ip)
+            if self._subnet_arg is None:
+                return subnets.pick_subnet(used, os.getpid() % subnets.POOL_SLOTS)
+            return subnets.check_subnet(self._subnet_arg, self.n_nodes, used)
         except ValueError as exc:
-            raise LinkEmulationError(f"subnet {self._subnet_arg!r} is not a valid IPv4 "
-                                     f"network ({exc})") from exc
-        if not isinstance(net, ipaddress.IPv4Network) or not (net.is_private
-                                                              or net.is_link_local):
-            raise LinkEmulationError(f"subnet {net} must be a private or link-local IPv4 "
-                                     f"network, e.g. 169.254.77.0/24")
-        if net.num_addresses < 4 * self.n_nodes:
-            raise LinkEmulationError(f"subnet {net} is too small: {self.n_nodes} /30 links "
-                                     f"need {4 * self.n_nodes} addresses")
-        clash = _subnet_conflicts(net, _root_networks(self._ip))
-        if clash:
-            raise LinkEmulationError(f"subnet {net} overlaps {', '.join(clash)} already in "
-                                     f"use here; pick an unused one")
-        return net
+            raise LinkEmulationError(str(exc)) from exc
 
     def _add_node(self, index: int) -> EmulatedNode:
         assert self.subnet is not None
@@ -455,49 +396,6 @@ def parse_tc_rate(text: str) -> float:
     if unit not in _TC_UNITS:
         raise ValueError(f"unknown tc rate unit in {text!r}")
     return float(match.group(1)) * _TC_UNITS[unit]
-
-
-# -- in-process fallback ---------------------------------------------------------------------
-class TokenBucket:
-    """Thread-safe token bucket in bytes, on a monotonic clock (injectable for tests).
-
-    ``delay_for(n)`` reserves ``n`` bytes and returns how long the caller must wait
-    before they count as sent: 0 while the bucket (depth ``burst_bytes``, refilled at
-    ``rate_bps / 8`` bytes per second) holds enough, otherwise the time to pay back the
-    debt. Reservations queue: a later caller waits behind earlier debt. It never sleeps.
-    """
-
-    def __init__(self, rate_bps: float, burst_bytes: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if rate_bps <= 0 or burst_bytes <= 0:
-            raise ValueError("rate_bps and burst_bytes must be positive")
-        self.rate_bps = float(rate_bps)
-        self.burst_bytes = int(burst_bytes)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._tokens = float(burst_bytes)
-        self._last = clock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        elapsed = max(0.0, now - self._last)
-        self._last = max(self._last, now)
-        self._tokens = min(float(self.burst_bytes), self._tokens + elapsed * self.rate_bps / 8)
-
-    def delay_for(self, nbytes: int) -> float:
-        """Reserve ``nbytes``; seconds to wait before sending them (0 when in budget)."""
-        if nbytes < 0:
-            raise ValueError("nbytes must be >= 0")
-        with self._lock:
-            self._refill()
-            self._tokens -= nbytes
-            return 0.0 if self._tokens >= 0 else -self._tokens * 8 / self.rate_bps
-
-    def available_bytes(self) -> float:
-        """Tokens in the bucket now (negative while in debt)."""
-        with self._lock:
-            self._refill()
-            return self._tokens
 
 
 def transfer_time_s(nbytes: int, link: LinkProfile) -> float:
