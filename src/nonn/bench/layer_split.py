@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-
-ACTIVATION_BYTES = 4  # float32 on the wire
+from ..models.cost import FLOAT32_BYTES, count_macs, count_params, tensor_bytes, weight_bytes
 
 
 class _ClassifierTail(nn.Module):
@@ -89,18 +88,6 @@ def top_level_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [*body, ("tail", _ClassifierTail(features, model.fc, getattr(model, "dropout", None)))]
 
 
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@torch.no_grad()
-def _macs(module: nn.Module, x: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        module(x)
-    return int(counter.get_total_flops()) // 2
-
-
 @dataclass
 class LayerCost:
     """One top-level layer: its parameters, MACs and the activation it hands on (batch of one)."""
@@ -112,19 +99,18 @@ class LayerCost:
 
     @property
     def out_bytes(self) -> int:
-        return math.prod(self.out_shape) * ACTIVATION_BYTES
+        return tensor_bytes(self.out_shape)
 
 
 @torch.no_grad()
-def layer_costs(layers: list[tuple[str, nn.Module]], input_shape, dtype_bytes: int = 4) -> list[LayerCost]:
+def layer_costs(layers: list[tuple[str, nn.Module]], input_shape, dtype_bytes: int = FLOAT32_BYTES) -> list[LayerCost]:
     """Parameters, MACs and output shape of every layer, by running one zero image through them."""
     x = torch.zeros(1, *input_shape)
     costs = []
     for name, module in layers:
-        module.eval()
-        macs = _macs(module, x)
+        macs = count_macs(module, x)  # in eval mode
         x = module(x)
-        costs.append(LayerCost(name, _params(module), macs, tuple(x.shape)))
+        costs.append(LayerCost(name, count_params(module), macs, tuple(x.shape)))
     return costs
 
 
@@ -183,11 +169,11 @@ class Piece:
 
     @property
     def in_bytes(self) -> int:
-        return math.prod(self.in_shape) * ACTIVATION_BYTES
+        return tensor_bytes(self.in_shape)
 
     @property
     def out_bytes(self) -> int:
-        return math.prod(self.out_shape) * ACTIVATION_BYTES
+        return tensor_bytes(self.out_shape)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "layers": [self.start, self.end], "layer_names": self.layers,
@@ -225,7 +211,7 @@ class SplitPlan:
                 "pieces": [p.to_dict() for p in self.pieces]}
 
 
-def plan_split(model: nn.Module, input_shape, k: int, *, dtype_bytes: int = 4) -> SplitPlan:
+def plan_split(model: nn.Module, input_shape, k: int, *, dtype_bytes: int = FLOAT32_BYTES) -> SplitPlan:
     """Cut ``model`` into ``k`` pieces of consecutive top-level layers with balanced weight memory."""
     model = model.eval()
     layers = top_level_layers(model)
@@ -235,10 +221,11 @@ def plan_split(model: nn.Module, input_shape, k: int, *, dtype_bytes: int = 4) -
     for index, (start, end) in enumerate(ranges):
         in_shape = (1, *input_shape) if start == 0 else costs[start - 1].out_shape
         params = sum(c.params for c in costs[start:end])
-        pieces.append(Piece(index, start, end, [c.name for c in costs[start:end]], params, params * dtype_bytes,
+        pieces.append(Piece(index, start, end, [c.name for c in costs[start:end]], params,
+                            weight_bytes(params, dtype_bytes),
                             sum(c.macs for c in costs[start:end]), tuple(in_shape), costs[end - 1].out_shape))
         modules.append(nn.Sequential(*(m for _, m in layers[start:end])).eval())
-    return SplitPlan(_params(model), costs, pieces, modules)
+    return SplitPlan(count_params(model), costs, pieces, modules)
 
 
 def export_split(plan: SplitPlan, out: Path, stem: str = "piece", log=print) -> list[Path]:
