@@ -118,8 +118,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             await channel.close()
 
     def close(self) -> None:
+        """Close the node links; on the serving loop's own thread (a handler, a callback) this
+        starts closing them and returns at once, since waiting there would wait for itself."""
         if self.channels:
-            serving.run_on_loop(self.aclose(), 10.0)
+            serving.run_or_schedule(self.aclose(), 10.0)
 
     def _check_head(self) -> None:
         inputs, outs = self.head.get_inputs(), self.head.get_outputs()

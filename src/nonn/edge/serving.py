@@ -143,6 +143,32 @@ def run_on_loop(coro, timeout: float | None = None):
     return asyncio.run_coroutine_threadsafe(coro, event_loop()).result(timeout)
 
 
+_scheduled: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+
+def on_loop_thread() -> bool:
+    """Whether the caller runs on the serving loop's own thread (an RPC handler, a callback):
+    there, waiting for the loop would wait for itself."""
+    loop = _loop
+    if loop is None or loop.is_closed():
+        return False
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def run_or_schedule(coro, timeout: float | None = None):
+    """From another thread, run_on_loop(coro, timeout). On the loop's own thread, start it as a
+    task and return that task at once, without waiting."""
+    if not on_loop_thread():
+        return run_on_loop(coro, timeout)
+    task = asyncio.get_running_loop().create_task(coro)
+    _scheduled.add(task)
+    task.add_done_callback(_scheduled.discard)
+    return task
+
+
 class AioServer:
     """A started grpc.aio server; stop() works from any thread and also runs `on_stop`."""
 
@@ -151,6 +177,7 @@ class AioServer:
         self.health = health_servicer
         self._on_stop = on_stop
         self._stopped = threading.Event()
+        self._stopping: asyncio.Task | None = None  # stop() called on the loop's own thread
 
     async def _stop(self, grace: float | None) -> None:
         try:
@@ -162,12 +189,19 @@ class AioServer:
 
     def stop(self, grace: float | None = None) -> threading.Event:
         """Stop accepting calls, let running ones finish within `grace` seconds, then return
-        an Event that is set (the server is stopped when this returns)."""
-        if not self._stopped.is_set():
-            try:
-                run_on_loop(self._stop(grace), None if grace is None else grace + 5.0)
-            finally:
-                self._stopped.set()
+        an Event that is set (the server is stopped when this returns). Called on the serving
+        loop's own thread, it starts stopping and returns at once; the Event is set once stopped."""
+        if self._stopped.is_set():
+            return self._stopped
+        if on_loop_thread():
+            if self._stopping is None:
+                self._stopping = run_or_schedule(self._stop(grace))
+                self._stopping.add_done_callback(lambda _: self._stopped.set())
+            return self._stopped
+        try:
+            run_on_loop(self._stop(grace), None if grace is None else grace + 5.0)
+        finally:
+            self._stopped.set()
         return self._stopped
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
