@@ -25,12 +25,11 @@ from nonn.edge.manifest import Manifest, load_manifest
 from nonn.edge.node import load_session
 from nonn.edge.node_link import MESSAGE_HEADROOM_BYTES, Job, NodeLink
 from nonn.edge.options import GatewayOptions
-from nonn.edge.pixels import Normalisation
+from nonn.edge.pixels import Normalisation, model_input
 from nonn.edge.tensors import decode_array
 from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
 
 SERVICE_NAME = "nonn.v1.Gateway"
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(3, 1, 1)  # ITU-R BT.601
 MAX_IN_FLIGHT_PER_STREAM = 64  # ClassifyStream requests handled at once on one stream
 _OK = grpc.StatusCode.OK
 
@@ -83,8 +82,6 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.max_batch = int(options.max_batch)
         self.head = load_session(manifest.head_file, options.intra_op_threads)
         self._check_head()
-        channel, height, width = manifest.input_shape
-        self._shape = (1, channel, height, width)
         self._norm = Normalisation.of(manifest.scale, manifest.mean, manifest.std)
         self._sizes = manifest.partition_sizes
         self._zeros = [np.zeros((1, n), dtype=np.float32) for n in self._sizes]
@@ -139,57 +136,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     # -- preprocessing -------------------------------------------------------------------
 
-    def _layout(self, shape: tuple[int, ...], layout: str) -> str:
-        _, height, width = self.manifest.input_shape
-        fits = {
-            "HW": len(shape) == 2 and shape == (height, width),
-            "HWC": len(shape) == 3 and shape[:2] == (height, width) and shape[2] in (1, 3, 4),
-            "CHW": len(shape) == 3 and shape[1:] == (height, width) and shape[0] in (1, 3, 4),
-        }
-        expected = (f"expected an image of {height}x{width} pixels as [H, W], [H, W, C] or [C, H, W] "
-                    f"with C in 1, 3, 4 (resize it first), got shape {list(shape)}")
-        if layout:
-            if layout not in fits:
-                raise TensorError(f"image layout {layout!r} is unknown; expected HWC, CHW, HW or empty")
-            if not fits[layout]:
-                raise TensorError(f"{expected} with layout {layout}")
-            return layout
-        matches = [name for name, ok in fits.items() if ok]
-        if not matches:
-            raise TensorError(expected)
-        if len(matches) > 1:
-            raise TensorError(f"image shape {list(shape)} is ambiguous; set the layout field to HWC or CHW")
-        return matches[0]
-
     def preprocess(self, image: pb.Image) -> np.ndarray:
-        """Raw pixels -> what the nodes take: [1, C, H, W] uint8 pixels when the manifest says
-        the nodes normalise them, normalised float32 otherwise (C-contiguous either way)."""
+        """Raw pixels -> what the nodes take (see pixels.model_input)."""
         pixels = decode_array(image.shape, image.dtype, image.data, allowed=("uint8", "float32"), what="image")
-        if pixels.ndim == 4 and pixels.shape[0] == 1:
-            pixels = pixels[0]
-        if pixels.dtype == np.float32 and pixels.size and (pixels.min() < 0 or pixels.max() > 255):
-            raise TensorError("float32 pixels must lie in [0, 255]; send uint8 or scale them to 0..255")
-        layout = self._layout(tuple(pixels.shape), image.layout)
-        if layout == "HW":
-            chw = pixels[None]
-        elif layout == "HWC":
-            chw = pixels.transpose(2, 0, 1)
-        else:
-            chw = pixels
-        want = self.manifest.input_shape[0]
-        if chw.shape[0] == 4:  # drop alpha
-            chw = chw[:3]
-        if chw.shape[0] == want:
-            if chw.dtype == np.uint8 and self.manifest.node_pixels:
-                return np.ascontiguousarray(chw).reshape(self._shape)
-            x = chw
-        elif chw.shape[0] == 3 and want == 1:
-            x = (chw.astype(np.float32) * LUMA).sum(axis=0, keepdims=True, dtype=np.float32)
-        elif chw.shape[0] == 1 and want == 3:
-            x = np.repeat(chw.astype(np.float32), 3, axis=0)
-        else:
-            raise TensorError(f"the model takes {want} channels, the image has {chw.shape[0]}")
-        return self._norm.apply(x).reshape(self._shape)
+        return model_input(pixels, image.layout, self.manifest.input_shape, self._norm, self.manifest.node_pixels)
 
     # -- the RPCs ------------------------------------------------------------------------
 
