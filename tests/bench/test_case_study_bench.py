@@ -15,8 +15,11 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from nonn.bench import case_study as cs
+from nonn.bench.deployments import prepare_architecture
 from nonn.bench.links import SHAPING_NETNS, netns_available
+from nonn.bench.measure import measure_link
 from nonn.bench.profiles import get_device, get_link
+from nonn.bench.topology import SHAPING_IN_PROCESS, TBF_BURST_BYTES
 
 NETNS_OK, NETNS_WHY = netns_available()
 PREFIX = "nonnc"
@@ -27,7 +30,7 @@ DEPLOYMENTS = ["nonn", "teacher", "compressed", "teacher_split", "compressed_spl
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench") / "bench"
-    return cs.prepare_architecture("wrn-10-2", "wrn-10-1", 2, (1, 8, 8), work, log=lambda _m: None)
+    return prepare_architecture("wrn-10-2", "wrn-10-1", 2, (1, 8, 8), work, log=lambda _m: None)
 
 
 def _edge_children() -> list[int]:
@@ -103,10 +106,10 @@ def test_every_exported_deployment_gives_the_pytorch_logits(prepared):
 def test_loopback_run_with_in_process_shaping(prepared):
     before = set(_edge_children())  # servers other tests of this session keep running
     link = get_link("wifi")
-    run = cs.measure_link(prepared, link, DEVICES, mode=cs.SHAPING_IN_PROCESS, requests=4, warmup=1,
+    run = measure_link(prepared, link, DEVICES, mode=SHAPING_IN_PROCESS, requests=4, warmup=1,
                           max_seconds=60, log=lambda _m: None)
     _check_run(run, prepared, link)
-    assert run["shaping"] == cs.SHAPING_IN_PROCESS and run["tbf_queue_ms"] is None
+    assert run["shaping"] == SHAPING_IN_PROCESS and run["tbf_queue_ms"] is None
     for dep in run["deployments"].values():
         assert dep["modelled_transfer_ms"] > 0
         assert all(n["address"].startswith("127.0.0.1:") for n in dep["nodes"])
@@ -118,11 +121,11 @@ def test_loopback_run_with_in_process_shaping(prepared):
 def test_shaped_links_in_namespaces(prepared):
     before = set(_edge_children())
     link = get_link("ethernet")
-    run = cs.measure_link(prepared, link, DEVICES, mode=SHAPING_NETNS, requests=4, warmup=1, max_seconds=60,
+    run = measure_link(prepared, link, DEVICES, mode=SHAPING_NETNS, requests=4, warmup=1, max_seconds=60,
                           link_prefix=PREFIX, log=lambda _m: None)
     _check_run(run, prepared, link)
     assert run["shaping"] == SHAPING_NETNS and run["tbf_queue_ms"] >= 200
-    assert run["tbf_burst_bytes"] == cs.TBF_BURST_BYTES
+    assert run["tbf_burst_bytes"] == TBF_BURST_BYTES
     addresses = [n["address"] for dep in run["deployments"].values() for n in dep["nodes"]]
     assert len(set(addresses)) == len(addresses) == 8 and all(a.startswith("169.254.") for a in addresses)
     assert all(dep["modelled_transfer_ms"] == 0 for dep in run["deployments"].values())
@@ -140,13 +143,13 @@ def test_bench_json_ratios_are_quotients_of_its_figures(prepared, tmp_path):
         pytest.skip("needs the loopback run of this module")
     out = tmp_path / "out"
     result = cs.assemble(prepared, prepared.runs, form="architecture", links=[get_link("wifi")], devices=DEVICES,
-                         requests=4, warmup=1, max_seconds=60, shaping=(cs.SHAPING_IN_PROCESS, "test"), out=out)
+                         requests=4, warmup=1, max_seconds=60, shaping=(SHAPING_IN_PROCESS, "test"), out=out)
     cs.write_outputs(result, out)
     saved = json.loads((out / "bench.json").read_text())
     assert saved["untrained"] is True and "UNTRAINED" in saved["note"]
-    assert saved["config"]["shaping"]["mode"] == cs.SHAPING_IN_PROCESS
+    assert saved["config"]["shaping"]["mode"] == SHAPING_IN_PROCESS
     md = (out / "bench.md").read_text()
-    assert "UNTRAINED" in md and cs.SHAPING_IN_PROCESS in md
+    assert "UNTRAINED" in md and SHAPING_IN_PROCESS in md
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
         "bench_compute_per_node.png", "bench_energy_per_node.png", "bench_memory_per_node.png",
         "bench_total_latency.png"]

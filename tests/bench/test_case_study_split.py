@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nonn.bench.case_study import choose_compressed_arch
+from nonn.bench.deployments import choose_compressed_arch
 from nonn.bench.layer_split import balanced_ranges, plan_split, top_level_layers
 from nonn.bench.synthetic import untrained_models
 from nonn.errors import ModelError

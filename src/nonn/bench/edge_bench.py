@@ -26,36 +26,33 @@ from ..deploy.local import bytes_per_inference, request_bytes
 from ..deploy.processes import interrupt_on_signals
 from ..deploy.procfs import peak_rss_bytes
 from ..errors import ConfigError
-from .synthetic import parse_input
+from ..models.cost import count_params
+from .synthetic import BENCH_FORMAT, UNTRAINED_MEAN, UNTRAINED_NOTE, UNTRAINED_STD, parse_input, untrained_models
 from .transport_floor import TransportFloor
 
-BENCH_FORMAT = 1
 OVERHEAD_TARGET_MS = 1.0
 THROUGHPUT_TARGET = 0.5
 CEILING_WORKERS = 2
 CEILING_BATCHES = (1, 8)
 LOAD_CONCURRENCY = (1, 8)
 DISTINCT_IMAGES = 64
-UNTRAINED_MEAN, UNTRAINED_STD = 0.5, 0.25  # the normalisation the untrained models are exported with
-UNTRAINED_NOTE = "UNTRAINED weights: latency, throughput and memory are real; predictions are meaningless"
 
 
 def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path, log) -> dict:
     """Untrained students and head to out/onnx; the teacher's state_dict to out/teacher_untrained.pt."""
-    from ..bench.synthetic import untrained_models
     from ..export import export_nonn
     from ..rundir import save_checkpoint
 
     models = untrained_models(teacher_arch, student_arch, k, input_shape)
-    channels = input_shape[0]
-    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=(UNTRAINED_MEAN,) * channels,
-                std=(UNTRAINED_STD,) * channels, classes=[str(i) for i in range(10)], archs=models.student_archs, log=log,
+    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=models.mean, std=models.std,
+                classes=models.classes, archs=models.student_archs, log=log,
                 source={"untrained": True, "teacher_arch": teacher_arch, "student_arch": student_arch, "seed": 0})
     save_checkpoint(out / "teacher_untrained.pt", {"state_dict": models.teacher.state_dict(), "arch": teacher_arch,
-                                                    "num_classes": 10, "in_channels": channels})
-    count = lambda m: sum(p.numel() for p in m.parameters())
-    return {"teacher_params": count(models.teacher), "student_params": [count(s) for s in models.nonn.students],
-            "head_params": count(models.nonn.head), "partition_sizes": list(models.nonn.partition_sizes),
+                                                    "num_classes": models.num_classes,
+                                                    "in_channels": input_shape[0]})
+    return {"teacher_params": count_params(models.teacher),
+            "student_params": [count_params(s) for s in models.nonn.students],
+            "head_params": count_params(models.nonn.head), "partition_sizes": list(models.nonn.partition_sizes),
             "teacher_feature_shape": list(models.feature_shape)}
 
 

@@ -9,6 +9,38 @@ COLORS = {"nonn": "#1b9e77", "teacher": "#d95f02", "compressed": "#7570b3", "tea
           "compressed_split": "#66a61e"}
 
 
+def method(min_samples: int, tbf_burst_bytes: int) -> list[str]:
+    """How `nonn bench` measures, as the bullet points of bench.md's Method section (kept in bench.json too)."""
+    return [
+        "Every deployment is served by separate `python -m nonn.edge node` processes (ONNX Runtime, 1 intra-op "
+        "thread); NoNN also by `nonn.edge gateway`, which normalises the image, sends it to the K nodes at once "
+        "and runs the head.",
+        "The hub (this process and the gateway) is the access point: the input starts there and answers end "
+        "there. A layer-split pipeline is driven node after node; each activation crosses two links.",
+        "Deployments are measured in interleaved rounds in one process set per link; each stops after "
+        "--requests samples, or after --max-seconds of its own time once it has at least "
+        f"{min_samples}. Figures are medians.",
+        "Per-node compute is the node's own ONNX Runtime time (reported by the node). Per-node energy = device "
+        "active power x median compute time + energy per bit x bits sent and received (message bytes plus the "
+        "link's per-message overhead); idle power while waiting is not counted. The device profiles' powers "
+        "are multiplied by compute times measured on THIS machine, not on those devices.",
+        "Weight memory is parameters x 4 bytes (float32) per node; peak RSS is the node process's VmHWM "
+        "(Python, gRPC and ONNX Runtime included).",
+        "hub_overhead_ms is the total minus the node round trips: for NoNN the client -> gateway hop and the "
+        "gateway's own work (decode, normalise, fan out, gather, head), for a chain the driver's work between "
+        "hops. It is part of every total.",
+        "A probe node on the same kind of link, serving a sink model, calibrates what one message of each size "
+        "costs one way (link_calibration); the input_local and direct_chain variants subtract those measured "
+        "costs.",
+        f"tbf passes up to {tbf_burst_bytes} bytes at line rate after the link was idle, so a message smaller "
+        "than that costs little more than the delay; on a slow link (BLE, 100 kbit/s: 128 ms worth) this makes "
+        "small messages such as NoNN's features nearly free and the input_local ratios there very large "
+        "(a small remainder after subtracting the image's transfer). The in-process mode has no burst.",
+        "Each node has its own link (no shared medium): NoNN's K image transfers run in parallel, as they would "
+        "with K radios or one broadcast, not one after the other as on one shared Wi-Fi channel.",
+    ]
+
+
 def _mb(n) -> str:
     return "n/a" if n is None else f"{n / 1e6:.2f} MB"
 

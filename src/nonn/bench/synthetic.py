@@ -1,4 +1,5 @@
-"""Untrained models straight from architectures, for "what would this budget give me?" before any training."""
+"""Untrained models straight from architectures, for "what would this budget give me?" before any training, and
+what every benchmark of them says about itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from ..distill.nonn_model import NoNN, build_nonn
 from ..errors import ConfigError
 from ..models import create_model, probe_feature_shape
 
+BENCH_FORMAT = 1  # of bench.json and bench_edge.json
+UNTRAINED_NOTE = ("UNTRAINED weights: memory, latency, throughput, bytes and energy are real; predictions and "
+                  "accuracy are meaningless")
+UNTRAINED_CLASSES = 10  # unless told otherwise
+UNTRAINED_MEAN, UNTRAINED_STD = 0.5, 0.25  # the normalisation untrained models are exported with
+
 
 @dataclass
 class SyntheticModels:
@@ -21,6 +28,20 @@ class SyntheticModels:
     teacher_arch: str
     student_archs: list[str]
     feature_shape: tuple[int, int, int]
+    num_classes: int = UNTRAINED_CLASSES
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return (UNTRAINED_MEAN,) * self.input_shape[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return (UNTRAINED_STD,) * self.input_shape[0]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names for the export: "0", "1", ..."""
+        return [str(i) for i in range(self.num_classes)]
 
 
 def parse_input(text) -> tuple[int, int, int]:
@@ -37,7 +58,8 @@ def parse_input(text) -> tuple[int, int, int]:
 
 
 def untrained_models(teacher_arch: str, student_arch: str, k: int, input_shape: tuple[int, int, int], *,
-                     num_classes: int = 10, feature_module: str = "act", seed: int = 0) -> SyntheticModels:
+                     num_classes: int = UNTRAINED_CLASSES, feature_module: str = "act",
+                     seed: int = 0) -> SyntheticModels:
     """A teacher and a K-student NoNN with untrained (seeded) weights and balanced partition sizes."""
     torch.manual_seed(seed)
     teacher = create_model(teacher_arch, num_classes=num_classes, in_channels=input_shape[0]).eval()
@@ -45,4 +67,5 @@ def untrained_models(teacher_arch: str, student_arch: str, k: int, input_shape: 
     sizes = balanced_sizes(feature_shape[0], k)
     net = build_nonn(lambda _k: create_model(student_arch, num_classes=num_classes, in_channels=input_shape[0]),
                      sizes, num_classes, feature_shape[1:]).eval()
-    return SyntheticModels(teacher, net, tuple(input_shape), teacher_arch, [student_arch] * k, feature_shape)
+    return SyntheticModels(teacher, net, tuple(input_shape), teacher_arch, [student_arch] * k, feature_shape,
+                           num_classes)
