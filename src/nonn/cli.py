@@ -55,21 +55,12 @@ def cmd_stage(args) -> int:
     from .rundir import RunDir
     rd = RunDir(Path(args.run_dir))
     rd.load_config()
-    run_stage(rd, args.command, force=args.force)
+    options = {"check": not args.no_check} if args.command == "export" else {}
+    run_stage(rd, args.command, force=args.force, **options)
     if args.command == "evaluate":
         _print_metrics(rd)
-    return 0
-
-
-def cmd_export(args) -> int:
-    from pathlib import Path
-
-    from .export import export_run
-    from .rundir import RunDir
-    rd = RunDir(Path(args.run_dir))
-    rd.load_config()
-    export_run(rd, check=not args.no_check)
-    print(f"wrote {rd.path / 'onnx' / 'manifest.json'}")
+    if args.command == "export":
+        print(f"manifest: {rd.manifest}")
     return 0
 
 
@@ -169,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonn", description="Compress a CNN into a Network of Neural Networks (NoNN).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run every stage (teacher, partition, students, evaluate) into a run directory")
+    from .stages import STAGES
+    in_run = ", ".join(stage.name for stage in STAGES if stage.in_run)
+    r = sub.add_parser("run", help=f"run every stage ({in_run}) into a run directory")
     r.add_argument("--config", help="YAML configuration file")
     r.add_argument("--dataset", help="digits (default), cifar10, cifar100, mnist, fashion-mnist")
     r.add_argument("--data-dir", help="where datasets are cached or already lie")
@@ -181,12 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     r.set_defaults(func=cmd_run)
 
-    helps = {"teacher": "train or load the teacher", "partition": "build the filter graph and partition it",
-             "students": "train the K students jointly", "evaluate": "test accuracy, params, MACs, bytes sent"}
-    for name, text in helps.items():
-        s = sub.add_parser(name, help=text)
+    for stage in STAGES:
+        s = sub.add_parser(stage.name, help=stage.help)
         s.add_argument("run_dir", metavar="RUN_DIR")
         s.add_argument("--force", action="store_true", help="rerun even when up to date")
+        if stage.name == "export":
+            s.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
         s.set_defaults(func=cmd_stage)
 
     a = sub.add_parser("ablate", help="compare partitions, attention transfer and KD over K, thresholds and seeds")
@@ -203,11 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default ah,coact,random,no-at,kd)")
     a.add_argument("--out", help="output directory (default runs/ablate, or runs/quality-PRESET)")
     a.set_defaults(func=cmd_ablate)
-
-    e = sub.add_parser("export", help="export the students and head to ONNX with a manifest (parity-checked)")
-    e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
-    e.set_defaults(func=cmd_export)
 
     d = sub.add_parser("deploy-local", help="serve a run as K node processes + a gateway here and measure it",
                        description="Start K nodes and a gateway on 127.0.0.1 (mutual TLS), stream the test split "
@@ -292,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except user_errors as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .errors import ReportedError
+        if not isinstance(e, ReportedError):  # a child process printed that one already
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -23,3 +23,7 @@ class ModelError(NonnError):
 
 class PartitionError(NonnError):
     """A partition request cannot be met (K out of range, bad graph)."""
+
+
+class ReportedError(NonnError):
+    """A failure whose one-line error a child process has already printed; the CLI exits 2 without repeating it."""

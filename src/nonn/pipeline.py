@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -11,12 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
+from .errors import ReportedError
 from .rundir import RunDir
+from .stages import STAGES, Stage, stage
 
-STAGES = ("teacher", "partition", "students", "evaluate")
-TRAINING_STAGES = ("teacher", "students")
 _IN_STAGE_PROCESS = "NONN_STAGE_PROCESS"
-_ARTIFACT = {"teacher": "teacher", "partition": "partition", "students": "students", "evaluate": "metrics"}
 
 
 def init_run(out: str | Path, cfg: Config) -> RunDir:
@@ -35,19 +33,30 @@ def init_run(out: str | Path, cfg: Config) -> RunDir:
     return rd
 
 
-def run_stage(rd: RunDir, name: str, *, force: bool = False, log: Callable[[str], None] = print) -> bool:
-    """Run one stage unless its artifact was made from the same inputs; True when it ran."""
-    stage = importlib.import_module(f"nonn.stages.{name}")
-    artifact = getattr(rd, _ARTIFACT[name])
-    if not force and rd.up_to_date(artifact, stage.inputs_hash(rd)):
+def is_up_to_date(rd: RunDir, st: Stage, **options) -> bool:
+    """Whether the stage's artifact holds the hash of its current inputs (and, where the stage module has an
+    `artifact_intact(rd)` check, whether the artifact is still whole)."""
+    if not rd.up_to_date(rd.artifact(st.name), st.module.inputs_hash(rd, **options)):
+        return False
+    intact = getattr(st.module, "artifact_intact", None)
+    return intact is None or intact(rd, **options)
+
+
+def run_stage(rd: RunDir, name: str, *, force: bool = False, log: Callable[[str], None] = print, **options) -> bool:
+    """Run one stage unless its artifact was made from the same inputs; True when it ran.
+
+    `options` go to the stage's run function (export takes check=False)."""
+    st = stage(name)
+    artifact = rd.artifact(name)
+    if not force and is_up_to_date(rd, st, **options):
         log(f"[{name}] {artifact} is up to date; skipped (--force reruns it)")
         return False
     log(f"[{name}] running ...")
     start = time.perf_counter()
-    if name in TRAINING_STAGES and may_launch_processes(rd.load_config()) and _IN_STAGE_PROCESS not in os.environ:
+    if st.trains and may_launch_processes(rd.load_config()) and _IN_STAGE_PROCESS not in os.environ:
         _run_in_own_process(rd, name)
     else:
-        stage.run(rd)
+        st.module.run(rd, log=log, **options)
     log(f"[{name}] wrote {artifact} in {time.perf_counter() - start:.1f} s")
     return True
 
@@ -67,7 +76,7 @@ def _run_in_own_process(rd: RunDir, name: str) -> None:
     cmd = [sys.executable, "-m", "nonn.cli", name, str(rd.path), "--force"]
     proc = subprocess.run(cmd, env={**os.environ, _IN_STAGE_PROCESS: "1"})
     if proc.returncode == 2:
-        raise SystemExit(2)  # the stage already printed its one-line error
+        raise ReportedError(f"stage {name} failed in its own process; its error is printed above")
     if proc.returncode != 0:
         raise RuntimeError(f"stage {name} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
@@ -75,6 +84,14 @@ def _run_in_own_process(rd: RunDir, name: str) -> None:
 def run_all(rd: RunDir, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Every stage in order; returns the metrics."""
     import json
-    for name in STAGES:
-        run_stage(rd, name, force=force, log=log)
+    for st in STAGES:
+        if st.in_run:
+            run_stage(rd, st.name, force=force, log=log)
     return json.loads(rd.metrics.read_text())
+
+
+def run(out_dir: str | Path, config: Config | None = None, *, force: bool = False,
+        log: Callable[[str], None] = print) -> dict:
+    """`nonn run` from Python: every stage of `config` (defaults when None) into `out_dir`; returns the metrics."""
+    from .config import load_config
+    return run_all(init_run(out_dir, config if config is not None else load_config()), force=force, log=log)

@@ -14,6 +14,7 @@ import torch
 from . import atomic
 from .config import Config, load_config
 from .errors import CheckpointError, ConfigError
+from .stages import maker_of, stage
 
 
 def file_sha256(path: Path) -> str:
@@ -54,9 +55,13 @@ class RunDir:
     def config_path(self) -> Path:
         return self.path / "config.yaml"
 
+    def artifact(self, name: str) -> Path:
+        """The artifact of the stage called `name` (see nonn.stages.STAGES)."""
+        return self.path / stage(name).artifact
+
     @property
     def teacher(self) -> Path:
-        return self.path / "teacher.pt"
+        return self.artifact("teacher")
 
     @property
     def filter_graph(self) -> Path:
@@ -64,7 +69,7 @@ class RunDir:
 
     @property
     def partition(self) -> Path:
-        return self.path / "partition.json"
+        return self.artifact("partition")
 
     @property
     def partition_plot(self) -> Path:
@@ -72,11 +77,19 @@ class RunDir:
 
     @property
     def students(self) -> Path:
-        return self.path / "students.pt"
+        return self.artifact("students")
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.json"
+        return self.artifact("evaluate")
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.artifact("export").parent
+
+    @property
+    def manifest(self) -> Path:
+        return self.artifact("export")
 
     def load_config(self) -> Config:
         if not self.config_path.exists():
@@ -103,8 +116,8 @@ class RunDir:
     def input_sha256(self, artifact: Path) -> str:
         """The hash of a stage's input artifact; a missing one names the stage that makes it."""
         if not artifact.exists():
-            maker = {"teacher.pt": "teacher", "partition.json": "partition", "students.pt": "students"}
-            raise CheckpointError(f"{artifact} does not exist; run `nonn {maker.get(artifact.name, 'run')} "
+            maker = maker_of(artifact.relative_to(self.path).as_posix()) if artifact.is_relative_to(self.path) else None
+            raise CheckpointError(f"{artifact} does not exist; run `nonn {maker.name if maker else 'run'} "
                                   f"{self.path}` first")
         return file_sha256(artifact)
 

@@ -14,11 +14,12 @@ nodes_to_gateway, per_node); logs (the servers' stdout/stderr).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from pathlib import Path
 
 import numpy as np
+
+from nonn.edge.manifest import load_manifest
 
 from .. import atomic
 from ..rundir import RunDir, file_sha256
@@ -33,35 +34,19 @@ ACCURACY_CONCURRENCY = 8
 
 
 def ensure_export(rd: RunDir, log=print) -> tuple[Path, bool]:
-    """RUN_DIR/onnx/manifest.json, exported anew when missing, unreadable, or made from other students.pt.
+    """RUN_DIR/onnx/manifest.json, exported anew (the export stage) when it is not up to date and whole.
 
     Returns (manifest path, whether it was exported now).
     """
-    from nonn.edge.errors import EdgeError
-    from nonn.edge.manifest import load_manifest
+    from ..pipeline import run_stage
+    from ..stages.export import stale_reason
 
-    path = rd.path / "onnx" / "manifest.json"
-    current = rd.input_sha256(rd.students)
-    reason = None
-    try:
-        source = json.loads(path.read_text()).get("source") or {}
-        if source.get("students_sha256") != current:
-            reason = "it was made from another students.pt"
-        elif "node_pixels" not in json.loads(path.read_text()):
-            reason = "it predates nodes that take uint8 pixels (a quarter of the bytes on each link)"
-        else:
-            load_manifest(path, verify=True)
-    except (OSError, ValueError, AttributeError):
-        reason = "there is no readable manifest"
-    except EdgeError as exc:
-        reason = f"it does not verify ({exc})"
+    reason = stale_reason(rd)
     if reason is None:
-        return path, False
-    from ..export import export_run
-
-    log(f"[deploy] exporting to {path.parent}: {reason}")
-    export_run(rd, log=log)
-    return path, True
+        return rd.manifest, False
+    log(f"[deploy] exporting to {rd.onnx_dir}: {reason}")
+    run_stage(rd, "export", force=True, log=log)
+    return rd.manifest, True
 
 
 def in_process_labels(rd: RunDir, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +109,7 @@ def deploy_local(run_dir: str | Path, *, insecure: bool = False, deadline_ms: fl
         raise DeployError(f"--requests must be at least 1, got {requests}")
     with interrupt_on_signals():
         manifest_path, exported = ensure_export(rd, log)
-        k = len(json.loads(manifest_path.read_text())["students"])
+        k = len(load_manifest(manifest_path, verify=False).students)
         security = Security(None if insecure else ensure_certs(rd.path / "certs", k))
         images, truth, reference = in_process_labels(rd, limit)
         timeout_s = deadline_ms / 1000.0 + 10.0

@@ -21,3 +21,10 @@ class BatchPrep(nn.Module):
         if train and self.augment is not None:
             x = augment_batch(x, self.augment)
         return (x.float() / 255.0 - self.mean) / self.std
+
+
+class IdentityPrep(nn.Module):
+    """For loaders whose batches are already the network's input (a user's own, normalised DataLoaders)."""
+
+    def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        return x

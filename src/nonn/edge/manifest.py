@@ -1,11 +1,17 @@
-"""The export manifest (onnx/manifest.json): shapes, normalisation, classes, files, SHA-256."""
+"""The export manifest (onnx/manifest.json): shapes, normalisation, classes, files, SHA-256.
+
+This module is the format's one owner: `write_manifest` writes it, `load_manifest` reads it back validated.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nonn.edge.errors import EdgeError
 
@@ -19,6 +25,7 @@ class Student:
     input: str
     output: str
     features: int
+    arch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,48 @@ class Manifest:
     head_input: str
     head_output: str
     node_pixels: bool = False  # the student models carry their normalisation: nodes take uint8 pixels
+    source: dict[str, Any] = field(default_factory=dict)  # what it was exported from (run, students' SHA-256)
+    parity: dict[str, Any] | None = None  # ONNX Runtime against PyTorch, when checked at export
+    inputs_hash: str | None = None  # the export stage's: tells whether the export is up to date
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout of manifest.json; file names relative to the manifest's directory."""
+        root = self.path.parent
+        d: dict[str, Any] = {
+            "format": FORMAT,
+            "input": {"shape": list(self.input_shape), "dtype": "float32", "layout": "NCHW", "name": "image"},
+            "normalization": {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)},
+            "node_pixels": self.node_pixels,
+            "classes": list(self.classes),
+            "partition_sizes": list(self.partition_sizes),
+            "students": [{"file": s.file.relative_to(root).as_posix(), "sha256": s.sha256, "input": s.input,
+                          "output": s.output, "features": s.features, "arch": s.arch} for s in self.students],
+            "head": {"file": self.head_file.relative_to(root).as_posix(), "sha256": self.head_sha256,
+                     "input": self.head_input, "output": self.head_output},
+            "source": dict(self.source),
+        }
+        if self.parity is not None:
+            d["parity"] = dict(self.parity)
+        if self.inputs_hash is not None:
+            d["inputs_hash"] = self.inputs_hash
+        return d
+
+
+def write_manifest(manifest: Manifest) -> Path:
+    """Write manifest.json to manifest.path atomically (a temporary file beside it, then a rename)."""
+    path = manifest.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -85,7 +134,8 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
         sizes = tuple(int(n) for n in raw["partition_sizes"])
         root = path.parent
         students = tuple(
-            Student(root / s["file"], str(s["sha256"]), str(s["input"]), str(s["output"]), int(s["features"]))
+            Student(root / s["file"], str(s["sha256"]), str(s["input"]), str(s["output"]), int(s["features"]),
+                    None if s.get("arch") is None else str(s["arch"]))
             for s in raw["students"]
         )
         if not students or len(students) != len(sizes):
@@ -101,6 +151,9 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
             partition_sizes=sizes, students=students, head_file=root / head["file"],
             head_sha256=str(head["sha256"]), head_input=str(head["input"]), head_output=str(head["output"]),
             node_pixels=raw.get("node_pixels", False) is True,
+            source=dict(raw.get("source") or {}),
+            parity=raw["parity"] if isinstance(raw.get("parity"), dict) else None,
+            inputs_hash=None if raw.get("inputs_hash") is None else str(raw["inputs_hash"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)

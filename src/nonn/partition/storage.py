@@ -25,10 +25,16 @@ def _resolve(path: str | os.PathLike, default_name: str) -> Path:
     return path / default_name if path.is_dir() else path
 
 
-def save_partition(path: str | os.PathLike, partition: Partition) -> Path:
-    """Write partition.json atomically (path may be the run directory); returns the file written."""
+def save_partition(path: str | os.PathLike, partition: Partition, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write partition.json atomically (path may be the run directory); returns the file written.
+
+    `extra` entries (a run's inputs hash, say) are stored beside the partition's own and ignored on loading."""
     target = _resolve(path, PARTITION_FILE)
-    write_json(target, partition.to_dict())
+    data = partition.to_dict()
+    clash = set(extra or {}) & set(data)
+    if clash:
+        raise PartitionError(f"extra keys {sorted(clash)} would overwrite the partition's own; rename them")
+    write_json(target, {**data, **(extra or {})})
     return target
 
 

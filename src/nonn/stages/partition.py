@@ -1,23 +1,32 @@
-"""Partition stage: stream the held-out split through the teacher, build the filter graph, group the filters."""
+"""Partition stage: stream the held-out split through the teacher, build the filter graph, group the filters.
+
+`partition_teacher` is the in-memory layer (any teacher, any loader); `run` the run-directory wrapper."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import atomic
+from ..config import Config
+from ..distill.batches import IdentityPrep
 from ..errors import PartitionError
 from ..models import FeatureHook
 from ..partition import (
     FilterGraphAccumulator,
+    Partition,
     partition_filters,
     plot_partition,
     random_partition,
     save_filter_graph,
+    save_partition,
 )
 from ..rundir import RunDir
 from . import sizing
-from .common import batch_prep, dataset_for, load_teacher
+from .common import batch_prep, dataset_for, load_teacher, loader
 
 
 def inputs_hash(rd: RunDir) -> str:
@@ -27,18 +36,33 @@ def inputs_hash(rd: RunDir) -> str:
                                  "teacher": rd.input_sha256(rd.teacher), **sizing.search_version(cfg)})
 
 
+@dataclass
+class TeacherPartition:
+    """The K groups of the teacher's final filters, and the filter graph W they were cut from."""
+
+    partition: Partition
+    W: np.ndarray
+    images: int  # how many images W was accumulated over
+
+
 @torch.no_grad()
-def filter_graph(teacher, feature_module: str, split, prep, rule: str, top_k: int, batch_size: int,
-                 progress: bool = True):
-    """W (C x C) accumulated batch by batch: only one batch of activations is ever held."""
+def filter_graph(teacher, feature_module: str, batches: Iterable, prep, rule: str, top_k: int,
+                 progress: bool = True) -> tuple[np.ndarray, int]:
+    """W (C x C) accumulated batch by batch: only one batch of activations is ever held.
+
+    `batches` yields image tensors or tuples whose first item is the images."""
     acc = None
+    teacher.eval()
     with FeatureHook(teacher, feature_module) as hook:
-        for i in tqdm(range(0, len(split.y), batch_size), desc="filter graph", unit="batch", disable=not progress):
-            teacher(prep(split.x[i:i + batch_size]))
+        for batch in tqdm(batches, desc="filter graph", unit="batch", disable=not progress):
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            teacher(prep(x))
             means = hook.output.mean(dim=(2, 3)).double().numpy()
             if acc is None:
                 acc = FilterGraphAccumulator(means.shape[1], rule=rule, top_k=top_k)
             acc.update(means)
+    if acc is None:
+        raise PartitionError("the held-out loader yielded no batches; the filter graph needs images")
     return acc.result(), acc.images
 
 
@@ -52,6 +76,37 @@ def _group(W, num_filters: int, k: int, pc, max_imbalance: float):
                              threshold_percentile=pc.threshold_percentile, max_imbalance=max_imbalance)
 
 
+def _check_k(k: int, num_filters: int) -> None:
+    if not 1 <= k <= num_filters:
+        raise PartitionError(f"students.k={k} is {'larger than' if k > num_filters else 'out of range for'} the "
+                             f"teacher's {num_filters} final filters; choose 1 <= k <= {num_filters}")
+
+
+def partition_teacher(teacher: torch.nn.Module, held_out: Iterable, k: int, cfg: Config | None = None, *,
+                      feature_module: str | None = None, prep=None,
+                      fits: Callable[[list[int]], bool] | None = None, log=print) -> TeacherPartition:
+    """Stream `held_out` through the teacher, build the filter graph of its final filters (cfg.partition's
+    rule) and cut it into `k` groups.
+
+    `feature_module` is the module path of the teacher's final block (default cfg.teacher.feature_module);
+    `fits(sizes)` says whether students of those group sizes fit the devices: when not, the groups are
+    made equal in size."""
+    cfg = cfg or Config()
+    pc = cfg.partition
+    graph_rule = "ah" if pc.rule == "random" else pc.rule  # the random control still records the graph
+    W, images = filter_graph(teacher, feature_module or cfg.teacher.feature_module, held_out, prep or IdentityPrep(),
+                             graph_rule, pc.top_k, progress=cfg.trainer.show_progress)
+    num_filters = W.shape[0]
+    _check_k(k, num_filters)
+    part = _group(W, num_filters, k, pc, pc.max_imbalance)
+    if fits is not None and not fits(part.sizes):
+        # Community-shaped groups may be too uneven for the budget; equal sizes are what the budget was sized for.
+        log(f"[partition] groups of sizes {part.sizes} exceed the budget; regrouping into equal sizes")
+        part = _group(W, num_filters, k, pc, 1.0)
+    part.rule = pc.rule
+    return TeacherPartition(part, W, images)
+
+
 def run(rd: RunDir, log=print) -> None:
     cfg = rd.load_config()
     pc = cfg.partition
@@ -62,20 +117,11 @@ def run(rd: RunDir, log=print) -> None:
     k = sizing.resolve_k(cfg, num_filters=num_filters, **shape) if cfg.students.k == "auto" else cfg.students.k
     if cfg.students.k == "auto":
         log(f"[partition] K=auto: {k} students fit the budget")
-    if k > num_filters:
-        raise PartitionError(f"students.k={k} is larger than the teacher's {num_filters} final filters; "
-                             f"choose 1 <= k <= {num_filters}")
-    # The random control still records the graph, so its quality figures compare with the others'.
-    graph_rule = "ah" if pc.rule == "random" else pc.rule
-    W, images = filter_graph(teacher, ckpt["feature_module"], ds.val, batch_prep(ds, cfg), graph_rule, pc.top_k,
-                             cfg.data.batch_size, progress=cfg.trainer.show_progress)
-    part = _group(W, num_filters, k, pc, pc.max_imbalance)
-    if cfg.budget.given and not sizing.fits(cfg, part.sizes, **shape):
-        # Community-shaped groups may be too uneven for the budget; equal sizes are what the budget was sized for.
-        log(f"[partition] groups of sizes {part.sizes} exceed the budget; regrouping into equal sizes")
-        part = _group(W, num_filters, k, pc, 1.0)
-    part.rule = pc.rule
-    save_filter_graph(rd.filter_graph, W, rule=graph_rule, top_k=pc.top_k, images=images,
-                      teacher_sha256=rd.input_sha256(rd.teacher))
-    plot_partition(rd.partition_plot, W, part, threshold=part.threshold)
-    atomic.write_json(rd.partition, {**part.to_dict(), "images": images, "inputs_hash": inputs_hash(rd)})
+    _check_k(k, num_filters)  # before the graph is built
+    fits = (lambda sizes: sizing.fits(cfg, sizes, **shape)) if cfg.budget.given else None
+    result = partition_teacher(teacher, loader(ds.val, cfg.data.batch_size, shuffle=False), k, cfg,
+                               feature_module=ckpt["feature_module"], prep=batch_prep(ds, cfg), fits=fits, log=log)
+    save_filter_graph(rd.filter_graph, result.W, rule="ah" if pc.rule == "random" else pc.rule, top_k=pc.top_k,
+                      images=result.images, teacher_sha256=rd.input_sha256(rd.teacher))
+    plot_partition(rd.partition_plot, result.W, result.partition, threshold=result.partition.threshold)
+    save_partition(rd.partition, result.partition, extra={"images": result.images, "inputs_hash": inputs_hash(rd)})

@@ -1,15 +1,22 @@
-"""Student stage: train K students, their bridges and the head jointly against the frozen teacher."""
+"""Student stage: train K students, their bridges and the head jointly against the frozen teacher.
+
+`distill_students` is the in-memory layer (any teacher, any loaders); `run` the run-directory wrapper."""
 
 from __future__ import annotations
 
-import json
-import sys
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
 
 from ..budget import format_plan
+from ..config import Config
+from ..distill.batches import IdentityPrep
 from ..distill.distill_module import DistillModule
 from ..distill.training import BestState, build_trainer
-from ..errors import CheckpointError
-from ..models import validate_name
+from ..distill.nonn_model import NoNN
+from ..models import probe_feature_shape, validate_name
+from ..partition import load_partition
 from ..rundir import RunDir, save_checkpoint
 from . import sizing
 from .common import (
@@ -32,13 +39,52 @@ def inputs_hash(rd: RunDir) -> str:
 
 
 def load_groups(rd: RunDir) -> list[list[int]]:
-    if not rd.partition.exists():
-        raise CheckpointError(f"{rd.partition} does not exist; run `nonn partition {rd.path}` first")
-    try:
-        groups = json.loads(rd.partition.read_text())["groups"]
-    except (ValueError, KeyError):
-        raise CheckpointError(f"{rd.partition} is corrupt; delete it and rerun `nonn partition {rd.path}`") from None
-    return [list(map(int, g)) for g in groups]
+    return load_partition(rd.partition).groups
+
+
+@dataclass
+class DistilledStudents:
+    """The trained NoNN (K students, their bridges and the head) in eval mode on the CPU."""
+
+    net: NoNN
+    best_epoch: int
+    world_size: int = 1
+    is_worker: bool = False  # a DDP rank other than 0: its copy is not the one to keep
+
+
+def distill_students(teacher: torch.nn.Module, groups: list[list[int]], train: DataLoader, val: DataLoader,
+                     cfg: Config | None = None, *, input_shape: tuple[int, int, int], num_classes: int,
+                     feature_module: str | None = None, archs: list[str] | None = None, prep=None,
+                     train_images: torch.Tensor | None = None) -> DistilledStudents:
+    """Train one student per group of the teacher's final filters, jointly, with KD and attention transfer
+    (cfg.students' settings), keeping the weights at the best validation accuracy.
+
+    `train` yields (x, y), or (x, y, index into `train_images`) when the teacher's targets are cached
+    (cfg.students.teacher_views > 0 and `train_images` given: uint8 images that `prep` augments);
+    without `train_images` the teacher runs on every batch. `archs` names each student's architecture
+    (default cfg.students.arch for all)."""
+    cfg = cfg or Config()
+    sc = cfg.students
+    feature_module = feature_module or cfg.teacher.feature_module
+    archs = archs or [sc.arch] * len(groups)
+    for arch in archs:
+        validate_name(arch)
+    map_size = probe_feature_shape(teacher, feature_module, input_shape)[1:]
+    net = build_students({"archs": archs, "partition_sizes": [len(g) for g in groups], "num_classes": num_classes,
+                          "in_channels": input_shape[0], "map_size": list(map_size)})
+    net.drop_prob = sc.drop_prob
+    views = sc.resolved_teacher_views() if train_images is not None else 0
+    module = DistillModule(net, teacher, feature_module, groups, prep or IdentityPrep(), alpha=sc.alpha,
+                           temperature=sc.temperature, beta=sc.resolved_beta(), at_form=sc.at_form,
+                           lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay,
+                           teacher_views=views, train_images=train_images, view_seed=sc.seed)
+    best = BestState()
+    trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.show_progress)
+    trainer.fit(module, train, val)
+    if trainer.global_rank != 0:
+        return DistilledStudents(net, best.best_epoch, trainer.world_size, is_worker=True)
+    net.load_state_dict(best.best_weights)
+    return DistilledStudents(net.cpu().eval(), best.best_epoch, trainer.world_size)
 
 
 def run(rd: RunDir, log=print) -> None:
@@ -53,7 +99,17 @@ def run(rd: RunDir, log=print) -> None:
                        map_size=tuple(tckpt["feature_shape"][1:]))
     if cfg.budget.given:
         log(f"[students] chosen for the budget ({sizing.budget_of(cfg)} per device):\n{format_plan(plan)}")
-    meta = {
+    prep = batch_prep(ds, cfg)
+    cached = sc.resolved_teacher_views() > 0
+    result = distill_students(teacher, groups, loader(ds.train, cfg.data.batch_size, shuffle=True, with_index=cached),
+                              loader(ds.val, cfg.data.batch_size, shuffle=False), cfg,
+                              input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
+                              feature_module=tckpt["feature_module"], archs=[arch for arch, _ in plan], prep=prep,
+                              train_images=ds.train.x if cached else None)
+    if result.is_worker:
+        return  # DDP workers end here; rank 0 writes the artifact
+    net = result.net
+    save_checkpoint(rd.students, {
         "archs": [arch for arch, _ in plan],
         "partition_sizes": [len(g) for g in groups],
         "groups": groups,
@@ -61,28 +117,10 @@ def run(rd: RunDir, log=print) -> None:
         "in_channels": ds.input_shape[0],
         "input_shape": list(ds.input_shape),
         "map_size": list(tckpt["feature_shape"][1:]),
-    }
-    net = build_students(meta)
-    net.drop_prob = sc.drop_prob
-    prep = batch_prep(ds, cfg)
-    module = DistillModule(net, teacher, tckpt["feature_module"], groups, prep, alpha=sc.alpha,
-                           temperature=sc.temperature, beta=sc.resolved_beta(), at_form=sc.at_form,
-                           lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay,
-                           teacher_views=sc.resolved_teacher_views(), train_images=ds.train.x, view_seed=sc.seed)
-    best = BestState()
-    trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.show_progress)
-    trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True, with_index=sc.resolved_teacher_views() > 0),
-                loader(ds.val, cfg.data.batch_size, shuffle=False))
-    if trainer.global_rank != 0:
-        sys.exit(0)  # DDP workers end here; rank 0 writes the artifact and goes on
-    net.load_state_dict(best.best_weights)
-    net = net.cpu().eval()
-    save_checkpoint(rd.students, {
-        **meta,
         "state_dict": net.state_dict(),
         "val_acc": accuracy_on(net, ds.val, prep),
-        "best_epoch": best.best_epoch,
-        "world_size": trainer.world_size,
+        "best_epoch": result.best_epoch,
+        "world_size": result.world_size,
         "at_form": sc.at_form,
         "beta": sc.resolved_beta(),
         "inputs_hash": inputs_hash(rd),

@@ -1,12 +1,17 @@
-"""Teacher stage: train the teacher (best on validation) or load a user's state_dict, into teacher.pt."""
+"""Teacher stage: train the teacher (best on validation) or load a user's state_dict, into teacher.pt.
+
+`train_teacher` is the in-memory layer (any module, any loaders); `run` the run-directory wrapper."""
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
+from ..config import Config
+from ..distill.batches import IdentityPrep
 from ..distill.classifier_module import ClassifierModule
 from ..distill.training import BestState, build_trainer
 from ..errors import CheckpointError
@@ -41,7 +46,37 @@ def _load_user_weights(model: torch.nn.Module, path: str) -> None:
                               f"architecture they were saved from") from None
 
 
-def run(rd: RunDir) -> None:
+@dataclass
+class TrainedTeacher:
+    """A trained (or loaded) teacher: the module in eval mode on the CPU, and how it was made."""
+
+    model: torch.nn.Module
+    best_epoch: int | None
+    world_size: int = 1
+    is_worker: bool = False  # a DDP rank other than 0: its copy is not the one to keep
+
+
+def train_teacher(model: torch.nn.Module, train: DataLoader, val: DataLoader, cfg: Config | None = None, *,
+                  prep=None) -> TrainedTeacher:
+    """Train `model` with cross-entropy (SGD, cosine schedule, cfg.teacher's settings) on batches of (x, y),
+    keeping its weights at the best validation accuracy.
+
+    `prep(x, train=...)` turns a batch into the model's input (default: the batch as it comes)."""
+    cfg = cfg or Config()
+    tc = cfg.teacher
+    best = BestState()
+    module = ClassifierModule(model, prep or IdentityPrep(), lr=tc.lr, momentum=tc.momentum,
+                              weight_decay=tc.weight_decay)
+    trainer = build_trainer(cfg.trainer, tc.epochs, [best], progress=cfg.trainer.show_progress)
+    if tc.epochs > 0:
+        trainer.fit(module, train, val)
+        if trainer.global_rank != 0:
+            return TrainedTeacher(model, None, trainer.world_size, is_worker=True)
+        model.load_state_dict(best.best_weights)
+    return TrainedTeacher(model.cpu().eval(), best.best_epoch, trainer.world_size)
+
+
+def run(rd: RunDir, log=print) -> None:
     cfg = rd.load_config()
     tc = cfg.teacher
     seed_everything(tc.seed)
@@ -51,19 +86,14 @@ def run(rd: RunDir) -> None:
     prep = batch_prep(ds, cfg)
     if tc.weights:
         _load_user_weights(model, tc.weights)
-        source, best_epoch, world_size = "loaded", None, 1
+        trained, source = TrainedTeacher(model.eval(), None), "loaded"
     else:
-        best = BestState()
-        module = ClassifierModule(model, prep, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-        trainer = build_trainer(cfg.trainer, tc.epochs, [best], progress=cfg.trainer.show_progress)
-        if tc.epochs > 0:
-            trainer.fit(module, loader(ds.train, cfg.data.batch_size, shuffle=True),
-                        loader(ds.val, cfg.data.batch_size, shuffle=False))
-            if trainer.global_rank != 0:
-                sys.exit(0)  # DDP workers end here; rank 0 writes the artifact and goes on
-            model.load_state_dict(best.best_weights)
-        source, best_epoch, world_size = "trained", best.best_epoch, trainer.world_size
-    model = model.cpu().eval()
+        trained = train_teacher(model, loader(ds.train, cfg.data.batch_size, shuffle=True),
+                                loader(ds.val, cfg.data.batch_size, shuffle=False), cfg, prep=prep)
+        source = "trained"
+        if trained.is_worker:
+            return  # DDP workers end here; rank 0 writes the artifact
+    model = trained.model
     save_checkpoint(rd.teacher, {
         "state_dict": model.state_dict(),
         "arch": tc.arch,
@@ -73,8 +103,8 @@ def run(rd: RunDir) -> None:
         "feature_module": tc.feature_module,
         "feature_shape": list(feature_shape),
         "val_acc": accuracy_on(model, ds.val, prep),
-        "best_epoch": best_epoch,
+        "best_epoch": trained.best_epoch,
         "source": source,
-        "world_size": world_size,
+        "world_size": trained.world_size,
         "inputs_hash": inputs_hash(rd),
     })
