@@ -23,6 +23,7 @@ from .ablate_report import summarise, write_report
 from .config import Config, load_config
 from .errors import ConfigError
 from .pipeline import init_run, run_all, run_stage
+from .rundir import file_sha256
 from .stages.evaluate import TEACHER_EVAL
 
 VARIANTS = ("ah", "coact", "random", "no-at", "pooled", "kd", "compressed", "ah-auto", "random-auto")
@@ -164,8 +165,7 @@ def run_ablation(base: Config, out: Path, plan: AblationPlan, log=print) -> dict
             cfg = load_config(overrides={**_flat(base), **seeded})
             rd_path = out / label / f"seed{seed}"
             rd_path.mkdir(parents=True, exist_ok=True)
-            if not (rd_path / "teacher.pt").exists():
-                shutil.copyfile(teacher_dir.teacher, rd_path / "teacher.pt")
+            _share(teacher_dir.teacher, rd_path / "teacher.pt")
             shared_eval = out / "teacher" / TEACHER_EVAL
             if shared_eval.exists() and not (rd_path / TEACHER_EVAL).exists():
                 shutil.copyfile(shared_eval, rd_path / TEACHER_EVAL)
@@ -178,6 +178,13 @@ def run_ablation(base: Config, out: Path, plan: AblationPlan, log=print) -> dict
         rows.append(summarise(variant, k, pct, results))
         write_report(out, plan, base, rows, len(plan.runs()), timings.total())  # a long ablation shows progress
     return write_report(out, plan, base, rows, len(plan.runs()), timings.total())
+
+
+def _share(shared: Path, copy: Path) -> None:
+    """Copy the shared teacher into a run unless the run already holds the same file: after the base config
+    changes, the shared teacher is retrained once and every run must take the new one, not train its own."""
+    if not copy.exists() or file_sha256(copy) != file_sha256(shared):
+        atomic.write_bytes(copy, shared.read_bytes())
 
 
 def _run_logged(rd) -> tuple[dict, bool]:

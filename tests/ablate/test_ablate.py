@@ -85,3 +85,24 @@ def test_compressed_baseline_has_at_most_the_students_total_weights(tmp_path, ca
     assert all(t["wall_s"] > 0 and t["cpu_s"] > 0 for t in timings.values())
     assert (out / "teacher" / "teacher_eval.json").exists()
     assert "trainings (teacher included) took" in (out / "ablation.md").read_text()
+
+
+def test_a_changed_base_retrains_the_shared_teacher_once_and_every_run_takes_it(tmp_path, monkeypatch):
+    from nonn_test_support import TINY
+
+    import nonn.stages.teacher as teacher_stage
+    from nonn.ablate import run_ablation
+    from nonn.config import load_config
+    from nonn.rundir import file_sha256
+
+    plan = AblationPlan(ks=[2], percentiles=[99], seeds=[0, 1], variants=["ah"])
+    out = tmp_path / "ablate"
+    base = [*TINY, "teacher.epochs=1", "students.epochs=1"]
+    run_ablation(load_config(overrides=base), out, plan, log=lambda _m: None)
+    trainings = []
+    real = teacher_stage.train_teacher
+    monkeypatch.setattr(teacher_stage, "train_teacher", lambda *a, **kw: trainings.append(1) or real(*a, **kw))
+    run_ablation(load_config(overrides=[*base, "teacher.lr=0.05"]), out, plan, log=lambda _m: None)
+    assert len(trainings) == 1  # the shared teacher only, not one more per seed
+    shared = file_sha256(out / "teacher" / "teacher.pt")
+    assert [file_sha256(out / "ah-k2-p99" / f"seed{s}" / "teacher.pt") for s in (0, 1)] == [shared, shared]
