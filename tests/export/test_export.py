@@ -48,3 +48,19 @@ def test_export_of_a_run_without_students(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("data:\n  name: digits\n")
     assert main(["export", str(tmp_path)]) == 2
     assert "run `nonn students" in capsys.readouterr().err
+
+
+def test_parity_error_says_labels_differ_when_only_labels_differ():
+    import pytest
+
+    from nonn.export import ExportError, compare_logits
+
+    reference = np.array([[1.0, 1.0 + 2e-5], [0.0, 3.0]], dtype=np.float32)  # a near-tie in the first row
+    flipped = reference.copy()
+    flipped[0] = [1.0 + 2e-5, 1.0]
+    with pytest.raises(ExportError, match=r"different labels for 1 of 2 images although their logits agree") as err:
+        compare_logits(flipped, reference, atol=1e-4)
+    assert ">" not in str(err.value)
+    with pytest.raises(ExportError, match=r"max \|diff\| 1\.00e\+00 > 0\.0001"):
+        compare_logits(reference + np.array([[0.0, 0.0], [0.0, 1.0]], dtype=np.float32), reference, atol=1e-4)
+    assert compare_logits(reference, reference) == 0.0
