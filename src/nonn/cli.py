@@ -48,6 +48,11 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    print(_config_from_args(args).to_compact_yaml(), end="")
+    return 0
+
+
 def cmd_stage(args) -> int:
     from pathlib import Path
 
@@ -173,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
     r.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     r.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("config", help="print the resolved configuration: the defaults, then --config and --set")
+    g.add_argument("--config", help="YAML configuration file")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
+    g.set_defaults(func=cmd_config)
 
     for stage in STAGES:
         s = sub.add_parser(stage.name, help=stage.help)

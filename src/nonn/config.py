@@ -133,6 +133,14 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def to_compact_yaml(self) -> str:
+        """One line per section (YAML flow style): the form the README and `nonn config` show."""
+        lines = []
+        for section, values in self.to_dict().items():
+            flow = yaml.safe_dump({section: values}, default_flow_style=True, width=10**6, sort_keys=False)
+            lines.append(flow.strip()[1:-1])  # drop the outer braces: a block mapping of flow mappings
+        return "\n".join(lines) + "\n"
+
     def slice_hash(self, *sections: str, extra: Any = None) -> str:
         """A hash of some sections (and extra inputs), to tell whether a stage's artifact is up to date."""
         d = self.to_dict()

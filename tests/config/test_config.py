@@ -80,3 +80,31 @@ def test_progress_takes_only_true_false_or_auto():
     assert Config().trainer.progress == "auto"
     with pytest.raises(ConfigError, match=r"trainer.progress must be true or false or one of 'auto'"):
         load_config(None, ["trainer.progress=sometimes"])
+
+
+def test_readme_config_block_is_every_default():
+    from pathlib import Path
+
+    import yaml
+
+    from nonn.config import Config
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):]
+    block = section[section.index("```yaml\n") + len("```yaml\n"):]
+    block = block[:block.index("```")]
+    assert block == Config().to_compact_yaml()  # regenerate the README block with `nonn config`
+    assert yaml.safe_load(block) == Config().to_dict()  # and it is a config file that means the defaults
+
+
+def test_nonn_config_prints_the_resolved_configuration(capsys):
+    import yaml
+
+    from nonn.cli import main
+
+    assert main(["config", "--set", "students.k=4", "--set", "teacher.arch=wrn-10-2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["students"]["k"] == 4 and printed["teacher"]["arch"] == "wrn-10-2"
+    assert printed["data"]["name"] == "digits"
+    assert main(["config", "--set", "students.kk=4"]) == 2
+    assert "unknown config key 'students.kk'" in capsys.readouterr().err
