@@ -55,8 +55,8 @@ def run_stage(rd: RunDir, name: str, *, force: bool = False, log: Callable[[str]
     start = time.perf_counter()
     if st.trains and may_launch_processes(rd.load_config()) and _IN_STAGE_PROCESS not in os.environ:
         _run_in_own_process(rd, name)
-    else:
-        st.module.run(rd, log=log, **options)
+    elif st.module.run(rd, log=log, **options) is False:
+        return False  # a DDP worker process of a training stage: rank 0 writes the artifact
     log(f"[{name}] wrote {artifact} in {time.perf_counter() - start:.1f} s")
     return True
 

@@ -87,7 +87,8 @@ def distill_students(teacher: torch.nn.Module, groups: list[list[int]], train: D
     return DistilledStudents(net.cpu().eval(), best.best_epoch, trainer.world_size)
 
 
-def run(rd: RunDir, log=print) -> None:
+def run(rd: RunDir, log=print) -> bool:
+    """Train and write the artifact; False in a DDP worker process, which writes nothing."""
     cfg = rd.load_config()
     sc = cfg.students
     validate_name(sc.arch)
@@ -107,7 +108,7 @@ def run(rd: RunDir, log=print) -> None:
                               feature_module=tckpt["feature_module"], archs=[arch for arch, _ in plan], prep=prep,
                               train_images=ds.train.x if cached else None)
     if result.is_worker:
-        return  # DDP workers end here; rank 0 writes the artifact
+        return False  # a DDP worker: rank 0 writes the artifact
     net = result.net
     save_checkpoint(rd.students, {
         "archs": [arch for arch, _ in plan],
@@ -125,3 +126,4 @@ def run(rd: RunDir, log=print) -> None:
         "beta": sc.resolved_beta(),
         "inputs_hash": inputs_hash(rd),
     })
+    return True

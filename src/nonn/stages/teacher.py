@@ -76,7 +76,8 @@ def train_teacher(model: torch.nn.Module, train: DataLoader, val: DataLoader, cf
     return TrainedTeacher(model.cpu().eval(), best.best_epoch, trainer.world_size)
 
 
-def run(rd: RunDir, log=print) -> None:
+def run(rd: RunDir, log=print) -> bool:
+    """Train and write the artifact; False in a DDP worker process, which writes nothing."""
     cfg = rd.load_config()
     tc = cfg.teacher
     seed_everything(tc.seed)
@@ -92,7 +93,7 @@ def run(rd: RunDir, log=print) -> None:
                                 loader(ds.val, cfg.data.batch_size, shuffle=False), cfg, prep=prep)
         source = "trained"
         if trained.is_worker:
-            return  # DDP workers end here; rank 0 writes the artifact
+            return False  # a DDP worker: rank 0 writes the artifact
     model = trained.model
     save_checkpoint(rd.teacher, {
         "state_dict": model.state_dict(),
@@ -108,3 +109,4 @@ def run(rd: RunDir, log=print) -> None:
         "world_size": trained.world_size,
         "inputs_hash": inputs_hash(rd),
     })
+    return True
