@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from nonn.edge.errors import EdgeError
+from nonn.edge.manifest import load_manifest
+from nonn.edge.options import GatewayOptions, NodeOptions, security_args
+
 from .errors import DeployError
-from .processes import STARTUP_TIMEOUT_S, Child, ChildProcesses
+from .processes import STARTUP_TIMEOUT_S, Child, ChildProcesses, gateway_args, node_args
 from .procfs import cpu_seconds
 
 HOST = "127.0.0.1"
@@ -42,11 +45,24 @@ class Security:
     def mode(self) -> str:
         return "insecure" if self.certs is None else "mtls"
 
-    def server_args(self, name: str) -> list[str]:
+    def server_tls(self, name: str):
+        """What server `name` ("node_0", "gateway") serves with: (cert, key, ca) or None for plaintext."""
         if self.certs is None:
-            return ["--insecure"]
+            return None
         d = self.certs
-        return ["--tls-cert", str(d / f"{name}.pem"), "--tls-key", str(d / f"{name}.key"), "--tls-ca", str(d / "ca.pem")]
+        return (d / f"{name}.pem", d / f"{name}.key", d / "ca.pem")
+
+    def server_args(self, name: str) -> list[str]:
+        """The --tls-* flags (or --insecure) of server `name`."""
+        return security_args(self.server_tls(name), self.certs is None)
+
+    def node_options(self, k: int, options: NodeOptions | None = None) -> NodeOptions:
+        """`options` (default: the defaults) secured as node k."""
+        return NodeOptions.of(options, tls=self.server_tls(f"node_{k}"), insecure=self.certs is None)
+
+    def gateway_options(self, options: GatewayOptions | None = None) -> GatewayOptions:
+        """`options` (default: the defaults) secured as the gateway."""
+        return GatewayOptions.of(options, tls=self.server_tls("gateway"), insecure=self.certs is None)
 
     def client_tls(self):
         """What GatewayClient takes: (cert, key, ca) or None with insecure=True."""
@@ -67,13 +83,22 @@ class Security:
 
 
 class LocalCluster:
-    """Nodes then gateway, each its own OS process; close() stops them all (also as a context manager)."""
+    """Nodes then gateway, each its own OS process; close() stops them all (also as a context manager).
 
-    def __init__(self, manifest: Path, security: Security, logdir: Path, *, deadline_ms: float = 1000.0,
-                 startup_timeout_s: float = STARTUP_TIMEOUT_S, pin_nodes: bool = True, log=print):
+    `node_options`/`gateway_options` set the servers (their TLS comes from `security`);
+    `deadline_ms`, when given, replaces the gateway's deadline."""
+
+    def __init__(self, manifest: Path, security: Security, logdir: Path, *, deadline_ms: float | None = None,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S, pin_nodes: bool = True, log=print,
+                 node_options: NodeOptions | None = None, gateway_options: GatewayOptions | None = None):
         self.manifest = Path(manifest)
         self.security = security
-        self.deadline_ms = float(deadline_ms)
+        gateway_options = GatewayOptions.of(gateway_options)
+        if deadline_ms is not None:
+            gateway_options = GatewayOptions.of(gateway_options, deadline_s=float(deadline_ms) / 1000.0)
+        self.gateway_options = gateway_options
+        self.node_options = NodeOptions.of(node_options)
+        self.deadline_ms = gateway_options.deadline_s * 1000.0
         self.pin_nodes = pin_nodes  # node k on core k (mod the cores): one core each, like one board each
         self.log = log
         self.processes = ChildProcesses(logdir, startup_timeout_s=startup_timeout_s)
@@ -93,33 +118,33 @@ class LocalCluster:
 
     def student_files(self) -> list[Path]:
         try:
-            raw = json.loads(self.manifest.read_text())
-            return [self.manifest.parent / s["file"] for s in raw["students"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DeployError(f"cannot read {self.manifest} ({exc}); re-export the run") from None
+            return [student.file for student in load_manifest(self.manifest, verify=False).students]
+        except EdgeError as exc:
+            raise DeployError(str(exc)) from None  # the message names the fix
 
     def start(self) -> None:
         if not self.deadline_ms > 0:
             raise DeployError(f"--deadline-ms must be positive, got {self.deadline_ms:g}")
         models = self.student_files()
-        self.nodes = [self.processes.spawn(f"node {k}", ["node", "--model", str(model), "--listen", f"{HOST}:0",
-                                                        *self.node_cpu_args(k),
-                                                        *self.security.server_args(f"node_{k}")])
+        self.nodes = [self.processes.spawn(f"node {k}", node_args(model, f"{HOST}:0",
+                                                                   self.security.node_options(k, self.node_options),
+                                                                   cpu=self.node_cpu(k)))
                       for k, model in enumerate(models)]
         self.processes.await_ready(self.nodes)
         for k, (node, model) in enumerate(zip(self.nodes, models)):
             self.log(f"[deploy] node {k} pid {node.pid} serving {model.name} on {node.address} ({self.security.mode})")
         self.gateway = self.processes.start(
-            "gateway", ["gateway", "--manifest", str(self.manifest), "--nodes", ",".join(n.address for n in self.nodes),
-                        "--listen", f"{HOST}:0", "--deadline-ms", f"{self.deadline_ms:g}",
-                        *self.security.server_args("gateway")])
+            "gateway", gateway_args(self.manifest, [n.address for n in self.nodes], f"{HOST}:0",
+                                    self.security.gateway_options(self.gateway_options)))
         self.log(f"[deploy] gateway pid {self.gateway.pid} serving on {self.gateway.address} ({self.security.mode})")
 
-    def node_cpu_args(self, k: int) -> list[str]:
+    def node_cpu(self, k: int) -> int | None:
+        """The core node k is pinned to (None: not pinned)."""
         cores = node_cores()
         if not self.pin_nodes or not cores:
-            return []
-        return ["--cpu", str(cores[k % len(cores)])]
+            return None
+        return cores[k % len(cores)]
+
 
     @property
     def address(self) -> str:
@@ -137,7 +162,8 @@ class LocalCluster:
     def describe(self) -> list[dict]:
         """role, index, pid and address of every process (the client, this process, is not listed)."""
         rows = [{"role": "node", "index": k, "pid": n.pid, "address": n.address,
-                 "cpu": (self.node_cpu_args(k) or [None, None])[1]} for k, n in enumerate(self.nodes)]
+                 "cpu": None if self.node_cpu(k) is None else str(self.node_cpu(k))}
+                for k, n in enumerate(self.nodes)]
         if self.gateway is not None:
             rows.append({"role": "gateway", "index": None, "pid": self.gateway.pid, "address": self.gateway.address})
         return rows

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from nonn.edge.options import GatewayOptions, NodeOptions
+
 from .errors import DeployError
 from .procfs import peak_rss_bytes
 
@@ -68,6 +70,18 @@ class Child:
             return ""
         kept = [line.strip() for line in text.splitlines() if line.strip()]
         return " | ".join(kept[-lines:])[:400]
+
+
+def node_args(model: str | Path, listen: str, options: NodeOptions, *, cpu: int | str | None = None) -> list[str]:
+    """`nonn.edge node ...`: serve `model` on `listen` with `options`, on core(s) `cpu` when given."""
+    return ["node", "--model", str(model), "--listen", listen, *([] if cpu is None else ["--cpu", str(cpu)]),
+            *options.cli_args()]
+
+
+def gateway_args(manifest: str | Path, nodes: Sequence[str], listen: str, options: GatewayOptions) -> list[str]:
+    """`nonn.edge gateway ...`: fan out to `nodes` (host:port, in partition order) with `options`."""
+    return ["gateway", "--manifest", str(manifest), "--nodes", ",".join(nodes), "--listen", listen,
+            *options.cli_args()]
 
 
 def _package_root() -> str:
