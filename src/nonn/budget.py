@@ -18,7 +18,7 @@ import torch
 
 from .distill.nonn_model import StudentNode
 from .errors import ConfigError, ModelError
-from .models import create_model
+from .models import create_model, list_families, list_models
 from .models.cost import FLOAT32_BYTES, count_macs, count_params, weight_bytes
 
 # How a user raises each limit; named in BudgetError messages.
@@ -30,17 +30,9 @@ _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 
 # Part of the inputs hash of stages that size students by a budget: bump it whenever the search would
-# choose differently (new candidates), so runs sized by the old search are planned again.
+# choose differently (new candidates: the sizes nonn.models registers for wrn and mbv2), so runs sized by the
+# old search are planned again.
 SEARCH_VERSION = 2  # 2: WRN widths below 1
-
-_WRN_DEPTHS = (10, 16, 22, 28, 40)
-_WRN_WIDTHS = ("0.25", "0.5", "0.75", 1, 2, 4, 8)  # below 1 for tight budgets: thinner groups
-_MBV2_WIDTHS = ("1.0", "0.75", "0.5", "0.35", "0.25")
-_MBV2_BLOCKS = (4, 2, 1)  # blocks per stage at most; 4 is the full network (3 differs from it by one block)
-_FAMILY_NAMES = {
-    "wrn": tuple(f"wrn-{d}-{w}" for d in _WRN_DEPTHS for w in _WRN_WIDTHS),
-    "mbv2": tuple(f"mbv2-{w}" if b == 4 else f"mbv2-{w}-d{b}" for w in _MBV2_WIDTHS for b in _MBV2_BLOCKS),
-}
 
 
 class BudgetError(ConfigError):
@@ -224,18 +216,25 @@ def _ordered(names: tuple[str, ...], in_shape: tuple, num_classes: int, map_size
     return tuple(sorted(names, key=lambda a: -sizes[a]))
 
 
+def searchable_families() -> list[str]:
+    """The registered families that list sizes (``list_models(family=f)``), in registration order: those a budget
+    can search."""
+    return [f for f in list_families() if list_models(family=f)]
+
+
 def candidates(family: str | Sequence[str], *, in_shape=_CIFAR["in_shape"],
                num_classes: int = _CIFAR["num_classes"], map_size=_CIFAR["map_size"]) -> list[str]:
     """The family's student architectures from most to least capable (most parameters first), counted on inputs
     of ``in_shape`` with ``num_classes`` classes and a teacher map of ``map_size`` (CIFAR-10's unless given).
 
-    ``family`` is "wrn" or "mbv2", or a list of architecture names to choose among.
+    ``family`` is a registered family with sizes ("wrn", "mbv2" or a user's), or a list of architecture names.
     """
     if isinstance(family, str):
-        if family not in _FAMILY_NAMES:
-            raise ConfigError(f"no student search for family '{family}'; use one of: {', '.join(_FAMILY_NAMES)} "
+        searchable = searchable_families()
+        if family not in searchable:
+            raise ConfigError(f"no student search for family '{family}'; use one of: {', '.join(searchable)} "
                               "(or give a list of architecture names)")
-        names = _FAMILY_NAMES[family]
+        names = tuple(list_models(family=family))
     else:
         names = tuple(dict.fromkeys(family))
         if not names:

@@ -131,6 +131,22 @@ def test_candidates_run_from_most_to_least_capable():
         candidates("resnet")
 
 
+def test_a_registered_family_with_sizes_is_searched(monkeypatch):
+    from nonn.models import WideResNet, register_model_family, registry
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # registrations end with the test
+    register_model_family("thin", lambda depth, **kw: WideResNet(depth, 0.25, **kw), lambda p: {"depth": int(p)},
+                          sizes=["thin-10", "thin-22", "thin-16"])
+    register_model_family("unsized", lambda depth, **kw: WideResNet(depth, 1, **kw), lambda p: {"depth": int(p)})
+    assert candidates("thin") == ["thin-22", "thin-16", "thin-10"]
+    arch, _ = choose_student("thin", Budget(memory_bytes=10**9), num_filters=8, **CIFAR)
+    assert arch == "thin-22"
+    with pytest.raises(ConfigError) as info:
+        candidates("unsized")  # registered, but with no sizes to search
+    assert str(info.value) == ("no student search for family 'unsized'; use one of: wrn, mbv2, thin "
+                               "(or give a list of architecture names)")
+
+
 @pytest.mark.parametrize("family", ["wrn", "mbv2"])
 def test_choose_student_returns_the_largest_that_fits(family):
     budget = Budget(memory_bytes=teacher_bytes() // 20)
