@@ -55,7 +55,7 @@ class PartitionConfig:
 class StudentsConfig:
     k: Union[int, Literal["auto"]] = 2
     arch: str = "wrn-16-1"
-    family: Literal["wrn", "mbv2"] = "wrn"
+    family: str = "wrn"  # a registered model family with sizes (nonn.models.register_model_family), searched by budget
     epochs: int = 30
     lr: float = 0.1
     momentum: float = 0.9
@@ -202,6 +202,22 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     setattr(section, name, _coerce(key, value, hints[name]))
 
 
+# The families nonn.models registers with sizes; any other is looked up in the registry.
+_BUILTIN_FAMILIES = ("wrn", "mbv2")
+
+
+def _check_family(family: str) -> None:
+    """students.family must be a family the budget search can search: registered, with sizes."""
+    if family in _BUILTIN_FAMILIES and "nonn.models" not in sys.modules:
+        return  # nothing could have been registered or replaced yet; spare `nonn config` importing torch
+    from .budget import searchable_families
+    searchable = searchable_families()
+    if family not in searchable:
+        raise ConfigError(f"students.family must be one of: {', '.join(searchable)} (the model families with sizes; "
+                          f"add one with nonn.models.register_model_family(..., sizes=[...])), got {family!r}; "
+                          "fix it in the config file or --set students.family=...")
+
+
 def _check_ranges(cfg: Config) -> None:
     checks = [
         (cfg.students.k == "auto" or cfg.students.k >= 1, "students.k must be at least 1 (or auto)"),
@@ -228,6 +244,7 @@ def _check_ranges(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_family(cfg.students.family)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

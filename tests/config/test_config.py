@@ -108,3 +108,25 @@ def test_nonn_config_prints_the_resolved_configuration(capsys):
     assert printed["data"]["name"] == "digits"
     assert main(["config", "--set", "students.kk=4"]) == 2
     assert "unknown config key 'students.kk'" in capsys.readouterr().err
+
+
+def test_students_family_takes_a_registered_family_with_sizes(monkeypatch):
+    from nonn.models import register_model_family, registry
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # registrations end with the test
+    with pytest.raises(ConfigError, match=r"students.family must be one of: wrn, mbv2 \(.*got 'vgg'"):
+        load_config(None, ["students.family=vgg"])
+    register_model_family("tinyfam", lambda **kw: None, lambda p: {"width": int(p)}, sizes=["tinyfam-2", "tinyfam-1"])
+    register_model_family("emptyfam", lambda **kw: None, lambda p: {"width": int(p)})
+    assert load_config(None, ["students.family=tinyfam"]).students.family == "tinyfam"
+    with pytest.raises(ConfigError, match=r"one of: wrn, mbv2, tinyfam \(.*got 'emptyfam'"):
+        load_config(None, ["students.family=emptyfam"])  # registered, but with no sizes to search
+
+
+def test_loading_the_default_config_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from nonn.config import load_config; load_config(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # `nonn config` stays quick: the family check needs the registry only when asked
