@@ -12,21 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
 from nonn.edge import nonn_pb2 as pb
+from nonn.edge.channels import channel_options, open_channel
 from nonn.edge.node import COMPUTE_TIME_KEY
-from nonn.edge.serving import DEFAULT_MAX_MESSAGE_BYTES
 from nonn.edge.tensors import from_tensor, to_tensor
 
 FEATURES_METHOD = "/nonn.v1.Student/Features"
-
-
-def channel_options() -> list[tuple[str, int]]:
-    return [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-            ("grpc.enable_http_proxy", 0)]
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,8 @@ class ChainClient:
     def __init__(self, addresses: list[str], *, timeout_s: float = 60.0):
         self.addresses = list(addresses)
         self.timeout_s = float(timeout_s)
-        self.channels = [grpc.insecure_channel(a, options=channel_options()) for a in self.addresses]
+        options = channel_options(http_proxy=False)  # loopback and namespace links: never through a proxy
+        self.channels = [open_channel(a, None, options) for a in self.addresses]
         self._calls = [ch.unary_unary(FEATURES_METHOD, request_serializer=None, response_deserializer=None)
                        for ch in self.channels]
 
