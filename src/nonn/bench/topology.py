@@ -83,7 +83,9 @@ def serve(stack: contextlib.ExitStack, prep: Prepared, link: LinkProfile, sink: 
           timeout_s: float, link_prefix: str = DEFAULT_PREFIX, log=print) -> Served:
     """Start a node per deployment piece and one probe node serving ``sink`` (all closed with ``stack``), each
     behind its own shaped link unless ``in_process``, then the NoNN gateway on loopback (the hub)."""
-    from ..deploy.processes import ChildProcesses
+    from nonn.edge.options import GatewayOptions, NodeOptions
+
+    from ..deploy.processes import ChildProcesses, gateway_args, node_args
 
     cpus = os.cpu_count() or 1
     pin = cpus >= max(len(d.files) for d in prep.deployments)
@@ -99,26 +101,28 @@ def serve(stack: contextlib.ExitStack, prep: Prepared, link: LinkProfile, sink: 
         prefixes = [n.exec_prefix() for n in links.nodes]
     procs = stack.enter_context(ChildProcesses(prep.work / "logs" / link.name, startup_timeout_s=120.0))
     env = _node_env()
+    # One intra-op thread each; the node runtime adds the link's delay to each request and reply.
+    node_options = NodeOptions(insecure=True, intra_op_threads=1, delay_ms=float(link.delay_ms))
     children, cores = {}, {}
     for j, (name, i, model) in enumerate(slots):
         core = i % cpus if pin else None
         prefix = list(prefixes[j])
         if core is not None and taskset:
             prefix += [taskset, "-c", str(core)]
-        child = procs.spawn(f"{name} node {i}", [
-            "node", "--model", str(model), "--listen", f"{hosts[j]}:0", "--insecure", "--threads", "1",
-            "--delay-ms", f"{link.delay_ms:g}"], prefix=prefix, env=env)
+        # Pinned by the prefix (taskset) or below, not by the node's --cpu: the whole process, from its start.
+        child = procs.spawn(f"{name} node {i}", node_args(model, f"{hosts[j]}:0", node_options), prefix=prefix,
+                            env=env)
         if core is not None and not taskset:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(child.pid, {core})
         children[(name, i)], cores[(name, i)] = child, core
     procs.await_ready(list(children.values()))
     nonn = next(d for d in prep.deployments if d.kind == "gateway")
-    gateway = procs.spawn("nonn gateway", [
-        "gateway", "--manifest", str(nonn.manifest), "--nodes",
-        ",".join(children[("nonn", i)].address for i in range(len(nonn.files))),
-        "--listen", "127.0.0.1:0", "--insecure", "--threads", "1",
-        "--deadline-ms", f"{timeout_s * 1000:.0f}"], env=env)
+    gateway_options = GatewayOptions(insecure=True, intra_op_threads=1,
+                                     deadline_s=round(timeout_s * 1000) / 1000)  # whole milliseconds
+    gateway = procs.spawn("nonn gateway", gateway_args(
+        nonn.manifest, [children[("nonn", i)].address for i in range(len(nonn.files))], "127.0.0.1:0",
+        gateway_options), env=env)
     procs.await_ready([gateway])
     log(f"[bench] {link.name}: {len(slots)} node processes + gateway up ("
         f"{'namespaces + tbf' if not in_process else 'loopback, transfer time added'}"
