@@ -27,6 +27,7 @@ from ..deploy.processes import interrupt_on_signals
 from ..deploy.procfs import peak_rss_bytes
 from ..errors import ConfigError
 from ..models.cost import count_params
+from .deployments import normalise
 from .synthetic import BENCH_FORMAT, UNTRAINED_MEAN, UNTRAINED_NOTE, UNTRAINED_STD, parse_input, untrained_models
 from .transport_floor import TransportFloor
 
@@ -54,15 +55,6 @@ def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path
             "student_params": [count_params(s) for s in models.nonn.students],
             "head_params": count_params(models.nonn.head), "partition_sizes": list(models.nonn.partition_sizes),
             "teacher_feature_shape": list(models.feature_shape)}
-
-
-def normalised(images_hwc: np.ndarray) -> np.ndarray:
-    """What the nodes run on: [N, 1, C, H, W] float32, normalised as the exported models say."""
-    from nonn.edge.pixels import Normalisation
-
-    channels = images_hwc.shape[-1]
-    norm = Normalisation.of(255.0, (UNTRAINED_MEAN,) * channels, (UNTRAINED_STD,) * channels)
-    return norm.apply(images_hwc.transpose(0, 3, 1, 2))[:, None]
 
 
 def compute_ceiling(student_files: list[Path], inputs: np.ndarray, *, images_per_worker: int,
@@ -136,28 +128,36 @@ def best_ceiling(student_files: list[Path], inputs: np.ndarray, *, images_per_wo
 
 def gateway_code_us(manifest: Path, images: np.ndarray, repeats: int = 2000) -> dict:
     """Microseconds per request of the gateway's own Python work, run in-process without gRPC:
-    preprocessing, serialising K node requests, decoding K replies, the head, the Prediction."""
+    preprocessing, serialising K node requests, decoding K replies, the head, the Prediction.
+
+    The node requests and replies are made and read as the gateway's node links do (edge/node_link.py): the
+    image batch through ``to_tensor`` (``encode_array``) into a FeaturesRequest, each reply's features through
+    ``from_tensor``, with the byte counts a link charges; the replies are made as a node makes them."""
     from nonn.edge import nonn_pb2 as pb
     from nonn.edge.client import to_message
     from nonn.edge.gateway import GatewayServicer
     from nonn.edge.manifest import load_manifest
-    from nonn.edge.tensors import dtype_name, from_tensor
+    from nonn.edge.tensors import from_tensor, to_tensor
 
     m = load_manifest(manifest)
     servicer = GatewayServicer(m, ["127.0.0.1:9"] * len(m.students), deadline_s=1.0, degraded=False,
                                credentials=None, max_message_bytes=1 << 26, intra_op_threads=1)
     request = to_message(images[0], "HWC")
     features = [np.random.default_rng(k).random((1, n), dtype=np.float32) for k, n in enumerate(m.partition_sizes)]
-    replies = [pb.FeaturesReply(id=1, features=pb.Tensor(shape=f.shape, dtype="float32", data=f.tobytes()),
-                                compute_us=500).SerializeToString() for f in features]
+    replies = [pb.FeaturesReply(id=1, features=to_tensor(f), compute_us=500).SerializeToString() for f in features]
 
     def one() -> bytes:
         start = time.perf_counter()
         x = servicer.preprocess(request)
-        for _ in replies:
-            tensor = pb.Tensor(shape=x.shape, dtype=dtype_name(x.dtype), data=x.tobytes())
+        for _ in replies:  # NodeLink._send, once per node
+            tensor = to_tensor(x)
+            tensor.ByteSize()
             pb.FeaturesRequest(id=1, tensor=tensor, timeout_us=1000000).SerializeToString()
-        parts = [from_tensor(pb.FeaturesReply.FromString(raw).features, allowed=("float32",)) for raw in replies]
+        parts = []
+        for raw in replies:  # NodeLink._read and _answers
+            reply = pb.FeaturesReply.FromString(raw)
+            parts.append(from_tensor(reply.features, allowed=("float32",)))
+            reply.features.ByteSize()
         timings = [pb.NodeTiming(index=k, address=a) for k, a in enumerate(servicer.nodes)]
         return servicer.predict(parts, timings, False, start).SerializeToString()
 
@@ -241,6 +241,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
     c, h, w = input_shape
     images = rng.integers(0, 256, size=(DISTINCT_IMAGES, h, w, c), dtype=np.uint8)
     code = gateway_code_us(manifest, images)
+    inputs = normalise(images, (UNTRAINED_MEAN,) * c, (UNTRAINED_STD,) * c)  # what the nodes run on
 
     security = Security(None if insecure else ensure_certs(out / "certs", k))
     measured, floor_ms, floor_processes = [], [], []
@@ -248,7 +249,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
         for r in range(rounds):
             log(f"[bench-edge] round {r + 1}/{rounds}: compute ceiling, {CEILING_WORKERS} workers x {requests} "
                 "images (the served processes idle)")
-            one = {"ceiling": best_ceiling(students, normalised(images), images_per_worker=requests),
+            one = {"ceiling": best_ceiling(students, inputs, images_per_worker=requests),
                    "runs": {}, "cpu": {}}
             for conc in LOAD_CONCURRENCY:
                 log(f"[bench-edge] round {r + 1}/{rounds}: {requests} requests at concurrency {conc}")
