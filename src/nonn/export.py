@@ -72,8 +72,10 @@ def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=p
 
     With `node_pixels` the gateway sends the nodes uint8 pixels, which they normalise with the
     constants stored in each student model; without it, normalised float32."""
-    return write_manifest(_export_models(net, Path(out), input_shape=input_shape, mean=mean, std=std, classes=classes,
-                                         archs=archs, log=log, source=source, node_pixels=node_pixels)).to_dict()
+    manifest = _export_models(net, Path(out), input_shape=input_shape, mean=mean, std=std, classes=classes,
+                              archs=archs, log=log, source=source, node_pixels=node_pixels)
+    write_manifest(manifest)
+    return manifest.to_dict()
 
 
 def _export_models(net, out: Path, *, input_shape, mean, std, classes, archs, log, source, node_pixels) -> Manifest:
