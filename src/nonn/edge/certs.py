@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from nonn.edge.errors import EdgeError
+from nonn.edge.files import write_atomic
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write to a temporary file beside `path` with `mode`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _san(hosts: Iterable[str]):
@@ -135,6 +119,6 @@ def make_certs(
     # ca.pem goes last: its presence means the set is complete.
     for filename, data in sorted(files.items(), key=lambda item: item[0] == "ca.pem"):
         path = directory / filename
-        _write_atomic(path, data, 0o600 if filename.endswith(".key") else 0o644)
+        write_atomic(path, data, 0o600 if filename.endswith(".key") else 0o644)
         written[filename] = path
     return written

@@ -5,15 +5,13 @@ This module is the format's one owner: `write_manifest` writes it, `load_manifes
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nonn.edge.errors import EdgeError
+from nonn.edge.files import sha256_file, write_atomic
 
 FORMAT = 1
 
@@ -72,27 +70,9 @@ class Manifest:
 
 def write_manifest(manifest: Manifest) -> Path:
     """Write manifest.json to manifest.path atomically (a temporary file beside it, then a rename)."""
-    path = manifest.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    manifest.path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(manifest.path, (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
+    return manifest.path
 
 
 def _verify(path: Path, expected: str, manifest: Path) -> None:
