@@ -67,15 +67,15 @@ class _Head(nn.Module):
 
 
 def export_nonn(net, out: Path, *, input_shape, mean, std, classes, archs, log=print, source=None,
-                node_pixels: bool = True) -> dict:
-    """Write student_<k>.onnx, head.onnx and manifest.json for a NoNN into ``out``; return the manifest's dict.
+                node_pixels: bool = True) -> Manifest:
+    """Write student_<k>.onnx, head.onnx and manifest.json for a NoNN into ``out``; return the manifest.
 
     With `node_pixels` the gateway sends the nodes uint8 pixels, which they normalise with the
     constants stored in each student model; without it, normalised float32."""
     manifest = _export_models(net, Path(out), input_shape=input_shape, mean=mean, std=std, classes=classes,
                               archs=archs, log=log, source=source, node_pixels=node_pixels)
     write_manifest(manifest)
-    return manifest.to_dict()
+    return manifest
 
 
 def _export_models(net, out: Path, *, input_shape, mean, std, classes, archs, log, source, node_pixels) -> Manifest:

@@ -211,8 +211,8 @@ def _prepare(work: Path, *, teacher, teacher_arch, nonn, student_archs, compress
 
     deployments, parity = [], {"atol": PARITY_ATOL, "images": len(inputs)}
     # NoNN: students in ONNX Runtime, concatenated, the head; against PyTorch.
-    files = [models_dir / "nonn" / s["file"] for s in manifest["students"]]
-    head = _ort_session(models_dir / "nonn" / manifest["head"]["file"])
+    files = [s.file for s in manifest.students]
+    head = _ort_session(manifest.head_file)
     sessions = [_ort_session(f) for f in files]
     feats = np.concatenate([s.run(None, {"image": inputs[:, 0]})[0] for s in sessions], axis=1)
     reference = head.run(None, {"features": feats})[0]

@@ -1,11 +1,12 @@
 """Every stage of a run, declared once: its name, the artifact it writes, and what the CLI says of it.
 
 Each stage is a module `nonn.stages.<name>` with two layers:
-- a pure in-memory function (`train_teacher`, `partition_teacher`, `distill_students`, `evaluate_nonn`,
-  `export_nonn`) that takes modules and loaders and returns objects, for notebooks and scripts;
+- a pure in-memory function (`train_teacher`, `partition_teacher`, `distill_students`, `evaluate_nonn`;
+  for export, `nonn.export.export_checked`) that takes modules and loaders and returns objects;
 - `inputs_hash(rd)` and `run(rd, log)`, the run-directory wrapper that loads the inputs, calls it, and
   saves the artifact with the hash of what it was made from (`nonn.pipeline.run_stage` skips a stage
-  whose artifact holds the current hash).
+  whose artifact holds the current hash; a module may add `artifact_intact(rd)`, as export checks its
+  files' SHA-256).
 
 Nothing here imports torch: the CLI builds its parser from this table.
 """
