@@ -33,13 +33,13 @@ def init_run(out: str | Path, cfg: Config) -> RunDir:
     return rd
 
 
-def is_up_to_date(rd: RunDir, st: Stage, **options) -> bool:
-    """Whether the stage's artifact holds the hash of its current inputs (and, where the stage module has an
-    `artifact_intact(rd)` check, whether the artifact is still whole)."""
-    if not rd.up_to_date(rd.artifact(st.name), st.module.inputs_hash(rd, **options)):
-        return False
-    intact = getattr(st.module, "artifact_intact", None)
-    return intact is None or intact(rd, **options)
+def stale_reason(rd: RunDir, st: Stage, **options) -> str | None:
+    """Why the stage must run, or None when its artifact holds the hash of its current inputs. A stage module
+    may answer this itself with its own `stale_reason(rd, **options)` (export also checks its files)."""
+    own = getattr(st.module, "stale_reason", None)
+    if own is not None:
+        return own(rd, **options)
+    return None if rd.up_to_date(rd.artifact(st.name), st.module.inputs_hash(rd, **options)) else "inputs changed"
 
 
 def run_stage(rd: RunDir, name: str, *, force: bool = False, log: Callable[[str], None] = print, **options) -> bool:
@@ -48,7 +48,7 @@ def run_stage(rd: RunDir, name: str, *, force: bool = False, log: Callable[[str]
     `options` go to the stage's run function (export takes check=False)."""
     st = stage(name)
     artifact = rd.artifact(name)
-    if not force and is_up_to_date(rd, st, **options):
+    if not force and stale_reason(rd, st, **options) is None:
         log(f"[{name}] {artifact} is up to date; skipped (--force reruns it)")
         return False
     log(f"[{name}] running ...")

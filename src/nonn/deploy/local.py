@@ -38,10 +38,10 @@ def ensure_export(rd: RunDir, log=print) -> tuple[Path, bool]:
 
     Returns (manifest path, whether it was exported now).
     """
-    from ..pipeline import run_stage
-    from ..stages.export import stale_reason
+    from ..pipeline import run_stage, stale_reason
+    from ..stages import stage
 
-    reason = stale_reason(rd)
+    reason = stale_reason(rd, stage("export"))
     if reason is None:
         return rd.manifest, False
     log(f"[deploy] exporting to {rd.onnx_dir}: {reason}")

@@ -5,8 +5,8 @@ Each stage is a module `nonn.stages.<name>` with two layers:
   for export, `nonn.export.export_checked`) that takes modules and loaders and returns objects;
 - `inputs_hash(rd)` and `run(rd, log)`, the run-directory wrapper that loads the inputs, calls it, and
   saves the artifact with the hash of what it was made from (`nonn.pipeline.run_stage` skips a stage
-  whose artifact holds the current hash; a module may add `artifact_intact(rd)`, as export checks its
-  files' SHA-256).
+  whose artifact holds the current hash; a module may define its own `stale_reason(rd)`, as export
+  does to check its files' SHA-256 too).
 
 Nothing here imports torch: the CLI builds its parser from this table.
 """

@@ -5,7 +5,6 @@ The ONNX mechanics are `nonn.export` (the in-memory layer); this is the run-dire
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from ..edge.errors import EdgeError
@@ -16,22 +15,24 @@ from .common import batch_prep, dataset_for, load_students
 PARITY_BATCH = 256
 
 
-def inputs_hash(rd: RunDir, check: bool = True) -> str:
+def inputs_hash(rd: RunDir, check: bool = True, students_sha256: str | None = None) -> str:
     """The students' SHA-256, the manifest format, that nodes take uint8 pixels, and whether parity was checked."""
-    payload = {"students": rd.input_sha256(rd.students), "format": FORMAT, "node_pixels": True, "check": check}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    students = students_sha256 or rd.input_sha256(rd.students)
+    return rd.load_config().slice_hash(extra={"students": students, "format": FORMAT, "node_pixels": True,
+                                              "check": check})
 
 
 def stale_reason(rd: RunDir, check: bool = True) -> str | None:
-    """Why RUN_DIR/onnx must be exported again, or None when it is up to date and whole."""
-    current = inputs_hash(rd, check)
+    """Why RUN_DIR/onnx must be exported again, or None when it is up to date and whole (the pipeline asks
+    this instead of comparing inputs hashes alone, since the ONNX files beside the manifest can change)."""
+    students = rd.input_sha256(rd.students)
     try:
         raw = json.loads(rd.manifest.read_text())
-        if (raw.get("source") or {}).get("students_sha256") != rd.input_sha256(rd.students):
+        if (raw.get("source") or {}).get("students_sha256") != students:
             return "it was made from another students.pt"
         if "node_pixels" not in raw:
             return "it predates nodes that take uint8 pixels (a quarter of the bytes on each link)"
-        if raw.get("inputs_hash") != current:
+        if raw.get("inputs_hash") != inputs_hash(rd, check, students):
             return "it was made with other export settings"
         load_manifest(rd.manifest, verify=True)
     except (OSError, ValueError, AttributeError):
@@ -40,9 +41,6 @@ def stale_reason(rd: RunDir, check: bool = True) -> str | None:
         return f"it does not verify ({exc})"
     return None
 
-
-def artifact_intact(rd: RunDir, check: bool = True) -> bool:
-    return stale_reason(rd, check) is None
 
 
 def run(rd: RunDir, log=print, check: bool = True) -> None:

@@ -43,6 +43,7 @@ class TeacherPartition:
     partition: Partition
     W: np.ndarray
     images: int  # how many images W was accumulated over
+    graph_rule: str  # the rule W was built with (the random control records the Activation-Hub graph)
 
 
 @torch.no_grad()
@@ -104,7 +105,7 @@ def partition_teacher(teacher: torch.nn.Module, held_out: Iterable, k: int, cfg:
         log(f"[partition] groups of sizes {part.sizes} exceed the budget; regrouping into equal sizes")
         part = _group(W, num_filters, k, pc, 1.0)
     part.rule = pc.rule
-    return TeacherPartition(part, W, images)
+    return TeacherPartition(part, W, images, graph_rule)
 
 
 def run(rd: RunDir, log=print) -> None:
@@ -121,7 +122,7 @@ def run(rd: RunDir, log=print) -> None:
     fits = (lambda sizes: sizing.fits(cfg, sizes, **shape)) if cfg.budget.given else None
     result = partition_teacher(teacher, loader(ds.val, cfg.data.batch_size, shuffle=False), k, cfg,
                                feature_module=ckpt["feature_module"], prep=batch_prep(ds, cfg), fits=fits, log=log)
-    save_filter_graph(rd.filter_graph, result.W, rule="ah" if pc.rule == "random" else pc.rule, top_k=pc.top_k,
+    save_filter_graph(rd.filter_graph, result.W, rule=result.graph_rule, top_k=pc.top_k,
                       images=result.images, teacher_sha256=rd.input_sha256(rd.teacher))
     plot_partition(rd.partition_plot, result.W, result.partition, threshold=result.partition.threshold)
     save_partition(rd.partition, result.partition, extra={"images": result.images, "inputs_hash": inputs_hash(rd)})
