@@ -46,6 +46,24 @@ ORT_DTYPES = {
 }
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def return_freed_memory() -> bool:
+    """Make glibc give large freed blocks back to the system: allocations above 256 KiB (a
+    batch's tensors) are mapped on their own and unmapped when freed. By default glibc raises
+    this threshold up to 32 MiB as blocks are freed, and a burst of large batches then stays
+    in the heap for ever. True where it applied (glibc); elsewhere nothing changes."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def load_session(path: str | Path, intra_op_threads: int = 1) -> ort.InferenceSession:
     """An ONNX Runtime CPU session, or EdgeError when the file is missing or not a model."""
     path = Path(path)
@@ -342,6 +360,7 @@ def _start(model_path, listen: str, options: NodeOptions):
     check_address(listen, "--listen")
     server_credentials(options.tls, options.insecure)  # refuse plaintext before paying for the model load
     interceptors = node_policy(options.tls)
+    return_freed_memory()
     session = load_session(model_path, options.intra_op_threads)
     digest = model_sha256(model_path, options.expect_sha256)
     servicer = StudentServicer(session, options.delay_ms, options.workers, options.max_message_bytes,
