@@ -3,6 +3,7 @@ and degraded. Every image is answered (a prediction or a status), each within it
 none is left to the client's own timer."""
 
 import asyncio
+from collections import Counter
 import os
 import signal
 import time
@@ -66,11 +67,15 @@ def test_a_node_fault_mid_stream_leaves_no_request_unanswered(processes, gateway
     finally:
         if how == "stop":
             os.kill(victim.pid, signal.SIGCONT)
+    errors = [r for r in results if isinstance(r, GatewayError)]
+    print(f"faults: {how} degraded={degraded}: {IMAGES} images, {sum(r is not None for r in results)} answered, "
+          f"{sum(not isinstance(r, GatewayError) and r is not None and not r['degraded'] for r in results)} full, "
+          f"{sum(not isinstance(r, GatewayError) and r is not None and r['degraded'] for r in results)} degraded, "
+          f"errors {dict(Counter(e.code for e in errors))}, slowest answer {max(elapsed) * 1000:.0f} ms")
     assert all(r is not None for r in results)  # every image answered
     hung = [r for r in results if isinstance(r, GatewayError) and "no reply within" in r.details]
     assert not hung, hung[:3]
     assert max(elapsed) <= TIMEOUT_S + SLACK_S
-    errors = [r for r in results if isinstance(r, GatewayError)]
     assert all(e.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED") for e in errors), \
         {e.code for e in errors}
     assert all(not isinstance(r, GatewayError) for r in results[:FAULT_AT // 2])  # before the fault: all good

@@ -4,7 +4,8 @@
 
 Starts the nodes and the gateway as processes on 127.0.0.1 (mutual TLS unless --insecure, the
 certificates made in --out), runs a warm-up, then `rounds` rounds of `clients` closed-loop
-clients (each keeps one image in flight on its own ClassifyStream) and reports, per round,
+clients (each keeps one image in flight on its own ClassifyStream, kept open for the whole
+soak; --reconnect opens new connections every round) and reports, per round,
 images/s, p50 and p99 latency, errors by status, and the resident memory (VmRSS) of every
 process after the round; RSS growth is the last round's against the warm-up's. A benchmark,
 not a test: it asserts nothing; the figures go in the README with the command.
@@ -33,30 +34,27 @@ def _pixels(manifest: Path, count: int = 16) -> list[np.ndarray]:
     return [rng.integers(0, 256, size=(h, w, c), dtype=np.uint8) for _ in range(count)]
 
 
-async def _round(cluster, clients: int, seconds: float, images: list[np.ndarray], timeout_s: float) -> dict:
+async def _round(streams: list, seconds: float, images: list[np.ndarray], timeout_s: float) -> dict:
+    """Each stream classifies one image after another for `seconds`."""
     from nonn.edge.errors import GatewayError
 
     latencies: list[float] = []
     errors: Counter = Counter()
     stop = time.monotonic() + seconds
 
-    async def client(i: int) -> None:
-        stream = cluster.stream_client()
-        try:
-            n = i
-            while time.monotonic() < stop:
-                start = time.perf_counter()
-                try:
-                    await stream.classify(images[n % len(images)], timeout_s=timeout_s)
-                    latencies.append((time.perf_counter() - start) * 1000.0)
-                except GatewayError as exc:
-                    errors[exc.code] += 1
-                n += 1
-        finally:
-            await stream.close()
+    async def client(i: int, stream) -> None:
+        n = i
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            try:
+                await stream.classify(images[n % len(images)], timeout_s=timeout_s)
+                latencies.append((time.perf_counter() - start) * 1000.0)
+            except GatewayError as exc:
+                errors[exc.code] += 1
+            n += 1
 
     start = time.monotonic()
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    await asyncio.gather(*(client(i, stream) for i, stream in enumerate(streams)))
     elapsed = time.monotonic() - start
     lat = np.asarray(latencies) if latencies else np.zeros(1)
     return {"images": len(latencies), "errors": dict(errors), "seconds": round(elapsed, 2),
@@ -73,8 +71,9 @@ def _rss(cluster) -> dict[str, float | None]:
 
 def soak(manifest: str | Path, *, clients: int = 32, seconds: float = 60.0, rounds: int = 3, warmup_s: float = 10.0,
          out: str | Path = "runs/soak", insecure: bool = False, deadline_ms: float = 1000.0,
-         timeout_s: float = 5.0, log=print) -> dict:
-    """Run the soak and return its figures (also written to OUT/soak.json)."""
+         timeout_s: float = 5.0, reconnect: bool = False, log=print) -> dict:
+    """Run the soak and return its figures (also written to OUT/soak.json). Each client keeps its
+    stream for the whole soak, or, with `reconnect`, opens a new connection every round."""
     from nonn.deploy.cluster import LocalCluster, Security, ensure_certs
     from nonn.deploy.processes import interrupt_on_signals
     from nonn.edge.grpc_io import use_polling_io
@@ -90,17 +89,29 @@ def soak(manifest: str | Path, *, clients: int = 32, seconds: float = 60.0, roun
     images = _pixels(manifest)
     result: dict = {"command": " ".join(["python -m nonn.bench.soak", *sys.argv[1:]]), "clients": clients,
                     "seconds": seconds, "rounds": [], "security": security.mode}
+    async def run(cluster) -> None:
+        streams = []
+        try:
+            for r in range(rounds + 1):  # round 0: the warm-up
+                if reconnect or not streams:
+                    await asyncio.gather(*(stream.close() for stream in streams))
+                    streams = [cluster.stream_client() for _ in range(clients)]
+                figures = await _round(streams, warmup_s if r == 0 else seconds, images, timeout_s)
+                figures["rss_mib"] = _rss(cluster)
+                if r == 0:
+                    result["warmup"] = figures
+                    log(f"[soak] warm-up: {figures['images_per_s']} images/s, RSS {figures['rss_mib']}")
+                    continue
+                result["rounds"].append(figures)
+                log(f"[soak] round {r}: {figures['images_per_s']} images/s, p50 {figures['p50_ms']} ms, "
+                    f"p99 {figures['p99_ms']} ms, errors {figures['errors'] or 0}, RSS {figures['rss_mib']}")
+        finally:
+            await asyncio.gather(*(stream.close() for stream in streams))
+
+    result["reconnect"] = reconnect
     with interrupt_on_signals(), LocalCluster(manifest, security, out / "logs", deadline_ms=deadline_ms,
                                               log=log) as cluster:
-        warm = asyncio.run(_round(cluster, clients, warmup_s, images, timeout_s))
-        result["warmup"] = {**warm, "rss_mib": _rss(cluster)}
-        log(f"[soak] warm-up: {warm['images_per_s']} images/s, RSS {result['warmup']['rss_mib']}")
-        for r in range(rounds):
-            figures = asyncio.run(_round(cluster, clients, seconds, images, timeout_s))
-            figures["rss_mib"] = _rss(cluster)
-            result["rounds"].append(figures)
-            log(f"[soak] round {r + 1}: {figures['images_per_s']} images/s, p50 {figures['p50_ms']} ms, "
-                f"p99 {figures['p99_ms']} ms, errors {figures['errors'] or 0}, RSS {figures['rss_mib']}")
+        asyncio.run(run(cluster))
         cluster.processes.check_alive()
     before, after = result["warmup"]["rss_mib"], result["rounds"][-1]["rss_mib"]
     result["rss_growth_percent"] = {name: round(100.0 * (after[name] - before[name]) / before[name], 2)
@@ -121,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-ms", type=float, default=1000.0, metavar="MS", help="the gateway's (default: 1000)")
     parser.add_argument("--out", default="runs/soak", metavar="DIR", help="certificates, logs, soak.json")
     parser.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="every client opens a new connection each round (default: one for the whole soak)")
     args = parser.parse_args(argv)
     soak(args.manifest, clients=args.clients, seconds=args.seconds, rounds=args.rounds, warmup_s=args.warmup_s,
-         out=args.out, insecure=args.insecure, deadline_ms=args.deadline_ms)
+         out=args.out, insecure=args.insecure, deadline_ms=args.deadline_ms, reconnect=args.reconnect)
     return 0
 
 
