@@ -97,6 +97,6 @@ def test_memory_is_given_back_after_a_large_batch_only(artifacts):
     servicer = StudentServicer(load_session(artifacts.students[0]))
     servicer.Features(to_tensor(np.zeros((16, *SHAPE), np.float32)), Context())  # 48 KiB: kept for reuse
     assert servicer._memory.trims == 0
-    large = servicer.max_batch_images  # 1365 images of 3x8x8: 3.9 MiB of float32 input
+    large = servicer.max_batch_images  # 1365 images of 3x8x8: 1 MiB of float32 input
     servicer.Features(to_tensor(np.zeros((large, *SHAPE), np.float32)), Context())
     assert servicer._memory.trims == (1 if servicer._memory._malloc_trim is not None else 0)
