@@ -78,12 +78,13 @@ class ResumePoint:
     epochs_done: int
 
 
-def find_resume_point(checkpoint_dir: Path, inputs_hash: str | None) -> tuple[ResumePoint | None, str | None]:
+def find_resume_point(checkpoint_dir: Path, inputs_hash: str | None, *,
+                      tidy: bool = True) -> tuple[ResumePoint | None, str | None]:
     """(the checkpoint to resume, None) or (None, why an existing one is not used); (None, None) when there is none.
 
-    Leftover temporary files of a save that was killed are removed."""
+    With `tidy`, leftover temporary files of a save that was killed are removed."""
     checkpoint_dir = Path(checkpoint_dir)
-    for leftover in checkpoint_dir.glob(f".{CHECKPOINT_NAME}.tmp*"):
+    for leftover in checkpoint_dir.glob(f".{CHECKPOINT_NAME}.tmp*") if tidy else ():
         leftover.unlink(missing_ok=True)
     path = checkpoint_dir / CHECKPOINT_NAME
     if not path.exists():

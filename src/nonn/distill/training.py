@@ -60,8 +60,7 @@ def quiet_lightning() -> None:
                  "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.distributed"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*module\\(s\\) in eval mode.*",
-                    ".*LeafSpec.*", ".*litlogger.*", ".*Experiment logs directory.*",
-                    ".*that has `shuffle=True`.*"):
+                    ".*LeafSpec.*", ".*litlogger.*", ".*Experiment logs directory.*"):
         warnings.filterwarnings("ignore", pattern)
 
 
@@ -118,14 +117,11 @@ def fit(module: L.LightningModule, train, val, trainer_cfg, max_epochs: int, bes
     loggers: list | bool = False
     ckpt_path = None
     if files is not None:
-        rank_zero = is_rank_zero()
-        point, why_not = find_resume_point(files.checkpoint_dir, files.inputs_hash) if rank_zero else (None, None)
-        if not rank_zero:  # a DDP worker reads what rank 0 decided: the checkpoint is there or was removed
-            path = files.checkpoint_dir / CHECKPOINT_NAME
-            point, _ = find_resume_point(files.checkpoint_dir, files.inputs_hash) if path.exists() else (None, None)
-        elif point is not None:
+        rank_zero = is_rank_zero()  # a DDP worker starts after rank 0 has decided, and only reads
+        point, why_not = find_resume_point(files.checkpoint_dir, files.inputs_hash, tidy=rank_zero)
+        if rank_zero and point is not None:
             files.log(f"[{files.name}] resuming after epoch {point.epochs_done}/{max_epochs} from {point.path}")
-        elif why_not is not None:
+        elif rank_zero and why_not is not None:
             files.log(f"[{files.name}] not resuming from {files.checkpoint_dir / CHECKPOINT_NAME}: {why_not}; "
                       f"starting at epoch 1")
             remove_checkpoints(files.checkpoint_dir)
