@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import torch
 from nonn_test_support import run_cli, tiny_args
 
