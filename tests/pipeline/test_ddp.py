@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 import torch
 from nonn_test_support import run_cli, tiny_args
 
