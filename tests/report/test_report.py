@@ -64,12 +64,31 @@ def test_a_broken_page_is_caught(tmp_path, chromium):
 
 
 def test_optional_artifacts_appear_when_present(tiny_run, tmp_path):
+    from nonn.pipeline import run_stage
+    from nonn.rundir import RunDir
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    html = write_report(run).read_text()
+    assert "Export parity" not in html and "deploy.json" not in html and "bench.json" not in html
+    run_stage(RunDir(run), "export", log=lambda line: None)
     (run / "deploy.json").write_text(json.dumps({"accuracy": {"match": True, "deployed": 0.5}, "k": 2}))
     html = write_report(run).read_text()
+    parity = json.loads((run / "onnx" / "manifest.json").read_text())["parity"]
+    assert "Export parity" in html and f"<td>{parity['max_abs_diff']}</td>" in html
     assert "Local deployment (deploy.json)" in html and "accuracy.match" in html
-    assert "bench.json" not in html and "Export parity" not in html
+
+
+def test_report_of_an_ablation_folder(tiny_run, tmp_path):
+    """An ablation's output folder (ablation.json, ablation.png) gets its table and plot."""
+    from nonn.ablate import AblationPlan
+    from nonn.ablate_report import summarise, write_report as write_ablation
+    from nonn.config import Config
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    rows = [summarise("ah", 2, 99.0, [metrics, metrics])]
+    write_ablation(tmp_path, AblationPlan(ks=[2], percentiles=[99.0], seeds=[0, 1], variants=["ah"]), Config(), rows, 1)
+    html = write_report(tmp_path).read_text()
+    assert '<table id="ablation">' in html and f"{100 * metrics['nonn']['accuracy']:.2f} ± 0.00" in html
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 1
 
 
 def test_report_of_a_folder_that_is_no_run_is_one_line_error(tmp_path):
