@@ -45,9 +45,9 @@ def test_two_process_ddp_run_killed_mid_teacher_resumes(tmp_path):
     out = tmp_path / "ddp"
     args = [sys.executable, "-m", "nonn.cli", "run", "--dataset", "digits", "--k", "2", "--out", str(out),
             *tiny_args("trainer.devices=2", "trainer.strategy=ddp", "teacher.epochs=3")]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    for line in proc.stderr:
+    for line in proc.stdout:
         if line.startswith("[teacher] epoch 2/3"):
             os.killpg(proc.pid, signal.SIGKILL)
             break
@@ -56,7 +56,7 @@ def test_two_process_ddp_run_killed_mid_teacher_resumes(tmp_path):
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[teacher] resuming after epoch" in done.stdout, done.stdout
-    assert "[teacher] epoch 1/3:" not in done.stderr and "[teacher] epoch 3/3:" in done.stderr
+    assert "[teacher] epoch 1/3:" not in done.stdout and "[teacher] epoch 3/3:" in done.stdout
     rows = (out / "logs" / "teacher" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
     assert torch.load(out / "teacher.pt", weights_only=True)["world_size"] == 2

@@ -26,7 +26,7 @@ def _start(out):
 
 def _popen(*args):
     return subprocess.Popen([sys.executable, "-m", "nonn.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(*args) -> subprocess.CompletedProcess:
@@ -49,16 +49,15 @@ def _config(*extra):
 
 
 def _kill_at(proc, line_start: str) -> list[str]:
-    """Read the run's stderr until a line starting with `line_start`, then SIGKILL it; the lines seen."""
+    """Read the run's output until a line starting with `line_start`, then SIGKILL it; the lines seen."""
     seen = []
-    for line in proc.stderr:
+    for line in proc.stdout:
         seen.append(line)
         if line.startswith(line_start):
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
     proc.stdout.close()
-    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
     return seen
 
@@ -72,7 +71,7 @@ def _assert_resumed(stage: str, epochs: int, done: subprocess.CompletedProcess) 
     before = int(match.group(1))
     assert before in (1, 2)
     for e in range(1, epochs + 1):
-        assert (f"[{stage}] epoch {e}/{epochs}:" in done.stderr) == (e > before), done.stderr[-3000:]
+        assert (f"[{stage}] epoch {e}/{epochs}:" in done.stdout) == (e > before), done.stdout[-3000:]
     return before
 
 

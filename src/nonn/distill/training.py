@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +105,7 @@ def is_rank_zero() -> bool:
 
 
 def _echo(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(line, flush=True)  # beside the stages' own lines; progress bars, which these replace, draw on stderr
 
 
 def fit(module: L.LightningModule, train, val, trainer_cfg, max_epochs: int, best: BestState,
