@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/nonn run --dataset digits --k 2 --out runs/demo
+	@echo "report: runs/demo/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -69,6 +69,17 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+    path = write_report(args.run_dir)
+    print(f"report: {path}")
+    if args.screenshot:
+        from .report.browser import open_in_chromium
+        check = open_in_chromium(path, args.screenshot)
+        print(f"screenshot: {check.screenshot} ({check.images} images, {len(check.console_errors)} console errors)")
+    return 0
+
+
 def cmd_deploy_local(args) -> int:
     from .deploy.local import deploy_local, format_table
     result = deploy_local(args.run_dir, insecure=args.insecure, deadline_ms=args.deadline_ms, limit=args.limit,
@@ -191,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         if stage.name == "export":
             s.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
         s.set_defaults(func=cmd_stage)
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page of the run's artifacts")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or an ablation's --out folder)")
+    rp.add_argument("--screenshot", metavar="PNG", help="also render it in headless chromium and save a screenshot")
+    rp.set_defaults(func=cmd_report)
 
     a = sub.add_parser("ablate", help="compare partitions, attention transfer and KD over K, thresholds and seeds")
     a.add_argument("--config", help="YAML configuration file (the base of every variant)")

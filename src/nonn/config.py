@@ -106,9 +106,12 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     progress: Union[bool, Literal["auto"]] = "auto"  # auto: progress bars only on a terminal
+    logger: Literal["csv", "tensorboard"] = "csv"  # per-epoch logs under RUN_DIR/logs/ (tensorboard: CSV as well)
+    keep_checkpoints: bool = False  # keep RUN_DIR/checkpoints/<stage>/ after the stage finishes
 
     def training_settings(self) -> dict[str, Any]:
-        """The keys that change what a training stage computes (hardware, parallelism, numerics); not display."""
+        """The keys that change what a training stage computes (hardware, parallelism, numerics); not display,
+        logging or checkpoint keeping, so changing those never retrains a stage."""
         return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
                 "strategy": self.strategy, "precision": self.precision}
 

@@ -27,3 +27,7 @@ class PartitionError(NonnError):
 
 class ReportedError(NonnError):
     """A failure whose one-line error a child process has already printed; the CLI exits 2 without repeating it."""
+
+
+class ReportError(NonnError):
+    """A report cannot be made: not a run directory, or no browser for a screenshot."""

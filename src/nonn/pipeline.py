@@ -82,11 +82,14 @@ def _run_in_own_process(rd: RunDir, name: str) -> None:
 
 
 def run_all(rd: RunDir, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Every stage in order; returns the metrics."""
+    """Every stage in order, then the run's report.html; returns the metrics."""
     import json
+
+    from .report import write_report
     for st in STAGES:
         if st.in_run:
             run_stage(rd, st.name, force=force, log=log)
+    log(f"[report] wrote {write_report(rd.path)}")
     return json.loads(rd.metrics.read_text())
 
 

@@ -91,6 +91,21 @@ class RunDir:
     def manifest(self) -> Path:
         return self.artifact("export")
 
+    def checkpoint_dir(self, stage_name: str) -> Path:
+        """Where a training stage keeps its resume checkpoint while it runs."""
+        return self.path / "checkpoints" / stage_name
+
+    def log_dir(self, stage_name: str) -> Path:
+        """A training stage's per-epoch logs (metrics.csv; TensorBoard events when asked)."""
+        return self.path / "logs" / stage_name
+
+    def curves_plot(self, stage_name: str) -> Path:
+        return self.path / "plots" / f"training_{stage_name}.png"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
     def load_config(self) -> Config:
         if not self.config_path.exists():
             raise ConfigError(f"{self.path} is not a run directory (no config.yaml); create one with "

@@ -53,7 +53,8 @@ def test_nonn_run_from_python_returns_the_metrics_and_skips_what_is_up_to_date(t
     cfg = nonn.load_config(overrides=[*tiny_args()[1::2], "data.name=digits", "students.k=2"])
     metrics = nonn.run(run, cfg, log=logged.append)
     assert metrics["k"] == 2 and 0 <= metrics["nonn"]["accuracy"] <= 1
-    assert len(logged) == 4 and all("is up to date; skipped" in line for line in logged)
+    assert len(logged) == 5 and all("is up to date; skipped" in line for line in logged[:4])
+    assert logged[4] == f"[report] wrote {run / 'report.html'}"  # the report is written at the end of every run
 
 
 def test_a_stage_that_fails_in_its_own_process_is_reported_once(tmp_path):

@@ -20,13 +20,16 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self.net(self.prep(x, train=True))
         loss = F.cross_entropy(logits, y)
-        self.log("loss", loss, prog_bar=True)
+        # Epoch means go to the per-epoch record (EpochLog); step values only to the progress bar.
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=True, logger=False, batch_size=len(y))
+        self.log("train_acc", accuracy(logits.detach(), y), on_step=False, on_epoch=True, logger=False,
+                 sync_dist=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch, _idx):
         x, y = batch
         logits = self.net(self.prep(x))
-        self.log("val_acc", accuracy(logits, y), prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log("val_acc", accuracy(logits, y), prog_bar=True, sync_dist=True, logger=False, batch_size=len(y))
 
     def configure_optimizers(self):
         return sgd_cosine(self, self.net.parameters(), self.lr, self.momentum, self.weight_decay)

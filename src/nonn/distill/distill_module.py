@@ -105,8 +105,14 @@ class DistillModule(L.LightningModule):
             x, y = batch[0], batch[1]
             logits, terms = self(self.prep(x, train=True), y)
         loss = sum(terms.values())
+        n = len(y)
+        # Epoch means go to the per-epoch record (EpochLog); step values only to the progress bar.
         for name, value in terms.items():
-            self.log(f"loss_{name}", value, prog_bar=name != "ce")
+            self.log(f"loss_{name}", value, prog_bar=name != "ce", on_step=True, on_epoch=True, logger=False,
+                     batch_size=n)
+        self.log("loss", loss, on_step=False, on_epoch=True, logger=False, batch_size=n)
+        self.log("train_acc", accuracy(logits.detach(), y), on_step=False, on_epoch=True, logger=False,
+                 sync_dist=True, batch_size=n)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -116,7 +122,7 @@ class DistillModule(L.LightningModule):
         x, y = batch
         logits, maps = self.net(self.prep(x), return_maps=True)
         self._bridge_max = torch.maximum(self._bridge_max, torch.stack([m.detach().amax() for m in maps]))
-        self.log("val_acc", accuracy(logits, y), prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log("val_acc", accuracy(logits, y), prog_bar=True, sync_dist=True, logger=False, batch_size=len(y))
 
     def on_validation_epoch_end(self) -> None:
         bridge_max = self.trainer.strategy.reduce(self._bridge_max, reduce_op="max")

@@ -8,8 +8,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..config import Config
 from ..data import Dataset, Split, load_dataset
+from ..data.epoch_shuffle import EpochShuffle
 from ..distill.batches import BatchPrep
 from ..distill.nonn_model import NoNN, build_nonn
+from ..distill.resume import remove_checkpoints
+from ..distill.training import StageFiles
 from ..errors import CheckpointError
 from ..models import create_model
 from ..rundir import RunDir, load_checkpoint
@@ -20,11 +23,15 @@ def dataset_for(cfg: Config) -> Dataset:
     return load_dataset(d.name, d.dir, limit_train=d.limit_train, val_fraction=d.val_fraction, seed=d.seed)
 
 
-def loader(split: Split, batch_size: int, *, shuffle: bool, with_index: bool = False) -> DataLoader:
-    """Batches of (x, y), or (x, y, index into the split) for lookups such as the teacher-target cache."""
-    tensors = (split.x, split.y, torch.arange(len(split.y))) if with_index else (split.x, split.y)
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
-                      drop_last=False, num_workers=0)
+def loader(split: Split, batch_size: int, *, shuffle: bool, with_index: bool = False,
+           seed: int = 0) -> DataLoader:
+    """Batches of (x, y), or (x, y, index into the split) for lookups such as the teacher-target cache.
+
+    Shuffled in an order fixed by (seed, epoch), drawing nothing from the global RNG: a resumed stage sees the
+    batches, and the augmentation draws, that the uninterrupted one would have."""
+    dataset = TensorDataset(*((split.x, split.y, torch.arange(len(split.y))) if with_index else (split.x, split.y)))
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffle(dataset, seed) if shuffle else None,
+                      drop_last=False, num_workers=0, generator=torch.Generator().manual_seed(seed))
 
 
 def batch_prep(ds: Dataset, cfg: Config) -> BatchPrep:
@@ -33,6 +40,22 @@ def batch_prep(ds: Dataset, cfg: Config) -> BatchPrep:
 
 def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
+
+
+def training_files(rd: RunDir, name: str, inputs_hash: str, log) -> StageFiles:
+    """A training stage's checkpoint and log folders in the run directory."""
+    cfg = rd.load_config()
+    return StageFiles(name, rd.checkpoint_dir(name), rd.log_dir(name), inputs_hash, cfg.trainer.logger, log)
+
+
+def finish_training_files(rd: RunDir, files: StageFiles, cfg: Config) -> None:
+    """After the artifact is written: plot the curves, and drop the checkpoints unless asked to keep them."""
+    from ..report.curves import plot_training_curves
+    csv_path = files.log_dir / "metrics.csv"
+    if csv_path.exists():
+        plot_training_curves(csv_path, rd.curves_plot(files.name), title=f"{files.name} training")
+    if not cfg.trainer.keep_checkpoints:
+        remove_checkpoints(files.checkpoint_dir)
 
 
 def load_teacher(rd: RunDir) -> tuple[torch.nn.Module, dict]:

@@ -13,7 +13,7 @@ from ..budget import format_plan
 from ..config import Config
 from ..distill.batches import IdentityPrep
 from ..distill.distill_module import DistillModule
-from ..distill.training import BestState, build_trainer
+from ..distill.training import BestState, StageFiles, fit
 from ..distill.nonn_model import NoNN
 from ..models import probe_feature_shape, validate_name
 from ..partition import load_partition
@@ -24,9 +24,11 @@ from .common import (
     batch_prep,
     build_students,
     dataset_for,
+    finish_training_files,
     load_teacher,
     loader,
     seed_everything,
+    training_files,
 )
 
 
@@ -55,14 +57,14 @@ class DistilledStudents:
 def distill_students(teacher: torch.nn.Module, groups: list[list[int]], train: DataLoader, val: DataLoader,
                      cfg: Config | None = None, *, input_shape: tuple[int, int, int], num_classes: int,
                      feature_module: str | None = None, archs: list[str] | None = None, prep=None,
-                     train_images: torch.Tensor | None = None) -> DistilledStudents:
+                     train_images: torch.Tensor | None = None, files: StageFiles | None = None) -> DistilledStudents:
     """Train one student per group of the teacher's final filters, jointly, with KD and attention transfer
     (cfg.students' settings), keeping the weights at the best validation accuracy.
 
     `train` yields (x, y), or (x, y, index into `train_images`) when the teacher's targets are cached
     (cfg.students.teacher_views > 0 and `train_images` given: uint8 images that `prep` augments);
     without `train_images` the teacher runs on every batch. `archs` names each student's architecture
-    (default cfg.students.arch for all)."""
+    (default cfg.students.arch for all); `files` (optional) is where per-epoch logs and the resume checkpoint go."""
     cfg = cfg or Config()
     sc = cfg.students
     feature_module = feature_module or cfg.teacher.feature_module
@@ -79,8 +81,7 @@ def distill_students(teacher: torch.nn.Module, groups: list[list[int]], train: D
                            lr=sc.lr, momentum=sc.momentum, weight_decay=sc.weight_decay,
                            teacher_views=views, train_images=train_images, view_seed=sc.seed)
     best = BestState()
-    trainer = build_trainer(cfg.trainer, sc.epochs, [best], progress=cfg.trainer.show_progress)
-    trainer.fit(module, train, val)
+    trainer = fit(module, train, val, cfg.trainer, sc.epochs, best, files, progress=cfg.trainer.show_progress)
     if trainer.global_rank != 0:
         return DistilledStudents(net, best.best_epoch, trainer.world_size, is_worker=True)
     net.load_state_dict(best.best_weights)
@@ -102,11 +103,14 @@ def run(rd: RunDir, log=print) -> bool:
         log(f"[students] chosen for the budget ({sizing.budget_of(cfg)} per device):\n{format_plan(plan)}")
     prep = batch_prep(ds, cfg)
     cached = sc.resolved_teacher_views() > 0
-    result = distill_students(teacher, groups, loader(ds.train, cfg.data.batch_size, shuffle=True, with_index=cached),
+    files = training_files(rd, "students", inputs_hash(rd), log)
+    train = loader(ds.train, cfg.data.batch_size, shuffle=True, with_index=cached, seed=sc.seed)
+    result = distill_students(teacher, groups, train,
                               loader(ds.val, cfg.data.batch_size, shuffle=False), cfg,
                               input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
                               feature_module=tckpt["feature_module"], archs=[arch for arch, _ in plan], prep=prep,
-                              train_images=ds.train.x if cached else None)
+                              train_images=ds.train.x if cached else None,
+                              files=files)
     if result.is_worker:
         return False  # a DDP worker: rank 0 writes the artifact
     net = result.net
@@ -126,4 +130,5 @@ def run(rd: RunDir, log=print) -> bool:
         "beta": sc.resolved_beta(),
         "inputs_hash": inputs_hash(rd),
     })
+    finish_training_files(rd, files, cfg)
     return True

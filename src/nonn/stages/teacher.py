@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader
 from ..config import Config
 from ..distill.batches import IdentityPrep
 from ..distill.classifier_module import ClassifierModule
-from ..distill.training import BestState, build_trainer
+from ..distill.training import BestState, StageFiles, fit
 from ..errors import CheckpointError
 from ..models import create_model, probe_feature_shape
 from ..rundir import RunDir, file_sha256, save_checkpoint
-from .common import accuracy_on, batch_prep, dataset_for, loader, seed_everything
+from .common import accuracy_on, batch_prep, dataset_for, finish_training_files, loader, seed_everything, training_files
 
 
 def inputs_hash(rd: RunDir) -> str:
@@ -57,22 +57,23 @@ class TrainedTeacher:
 
 
 def train_teacher(model: torch.nn.Module, train: DataLoader, val: DataLoader, cfg: Config | None = None, *,
-                  prep=None) -> TrainedTeacher:
+                  prep=None, files: StageFiles | None = None) -> TrainedTeacher:
     """Train `model` with cross-entropy (SGD, cosine schedule, cfg.teacher's settings) on batches of (x, y),
     keeping its weights at the best validation accuracy.
 
-    `prep(x, train=...)` turns a batch into the model's input (default: the batch as it comes)."""
+    `prep(x, train=...)` turns a batch into the model's input (default: the batch as it comes); `files`
+    (optional) is where per-epoch logs and the resume checkpoint go."""
     cfg = cfg or Config()
     tc = cfg.teacher
+    if tc.epochs == 0:
+        return TrainedTeacher(model.cpu().eval(), None)
     best = BestState()
     module = ClassifierModule(model, prep or IdentityPrep(), lr=tc.lr, momentum=tc.momentum,
                               weight_decay=tc.weight_decay)
-    trainer = build_trainer(cfg.trainer, tc.epochs, [best], progress=cfg.trainer.show_progress)
-    if tc.epochs > 0:
-        trainer.fit(module, train, val)
-        if trainer.global_rank != 0:
-            return TrainedTeacher(model, None, trainer.world_size, is_worker=True)
-        model.load_state_dict(best.best_weights)
+    trainer = fit(module, train, val, cfg.trainer, tc.epochs, best, files, progress=cfg.trainer.show_progress)
+    if trainer.global_rank != 0:
+        return TrainedTeacher(model, None, trainer.world_size, is_worker=True)
+    model.load_state_dict(best.best_weights)
     return TrainedTeacher(model.cpu().eval(), best.best_epoch, trainer.world_size)
 
 
@@ -89,8 +90,9 @@ def run(rd: RunDir, log=print) -> bool:
         _load_user_weights(model, tc.weights)
         trained, source = TrainedTeacher(model.eval(), None), "loaded"
     else:
-        trained = train_teacher(model, loader(ds.train, cfg.data.batch_size, shuffle=True),
-                                loader(ds.val, cfg.data.batch_size, shuffle=False), cfg, prep=prep)
+        files = training_files(rd, "teacher", inputs_hash(rd), log)
+        trained = train_teacher(model, loader(ds.train, cfg.data.batch_size, shuffle=True, seed=tc.seed),
+                                loader(ds.val, cfg.data.batch_size, shuffle=False), cfg, prep=prep, files=files)
         source = "trained"
         if trained.is_worker:
             return False  # a DDP worker: rank 0 writes the artifact
@@ -109,4 +111,6 @@ def run(rd: RunDir, log=print) -> bool:
         "world_size": trained.world_size,
         "inputs_hash": inputs_hash(rd),
     })
+    if source == "trained":
+        finish_training_files(rd, files, cfg)
     return True
