@@ -79,7 +79,7 @@ def test_register_adds_the_four_subcommands():
     args = parser.parse_args(["gateway", "--manifest", "m.json", "--nodes", "a:1,b:2", "--degraded"])
     assert args.degraded and args.deadline_ms == 1000.0
     args = parser.parse_args(["classify", "--gateway", "h:1", "x.png", "--json"])
-    assert args.json and args.file == "x.png"
+    assert args.json and args.file == ["x.png"] and not args.no_resize
     args = parser.parse_args(["certs", "d", "--nodes", "2", "--host", "a", "--host", "b"])
     assert args.host == ["a", "b"]
 

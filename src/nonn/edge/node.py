@@ -16,6 +16,7 @@ from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge import serving
 from nonn.edge.errors import EdgeError, TensorError
+from nonn.edge.operations import NodeOperations
 from nonn.edge.options import NodeOptions
 from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import from_tensor, to_tensor
@@ -88,6 +89,7 @@ class StudentServicer(pb_grpc.StudentServicer):
         self._lock = threading.Lock()
         self._waiting: dict[int, grpc.ServicerContext] = {}  # streams waiting for their next request
         self._stopping = False
+        self.metrics = None  # a NodeMetrics told of every request (--metrics-listen)
 
     def _check(self, array: np.ndarray) -> None:
         fits = array.ndim == len(self.input_shape) and all(
@@ -98,6 +100,14 @@ class StudentServicer(pb_grpc.StudentServicer):
 
     def _infer(self, tensor: pb.Tensor):
         """(features, compute microseconds, None) or (None, 0, (status, what is wrong))."""
+        if self.metrics is None:
+            return self._run(tensor)
+        started = time.perf_counter()
+        result = self._run(tensor)
+        self.metrics.observe(tensor, result, started)
+        return result
+
+    def _run(self, tensor: pb.Tensor):
         try:
             array = from_tensor(tensor, allowed=self._allowed)
             self._check(array)
@@ -241,16 +251,23 @@ def _start(model_path, listen: str, options: NodeOptions):
     server_credentials(options.tls, options.insecure)  # refuse plaintext before paying for the model load
     servicer = StudentServicer(load_session(model_path, options.intra_op_threads), options.delay_ms,
                                options.workers, options.max_message_bytes)
-    server, port, mode, health = serving.start_server(
-        lambda server: pb_grpc.add_StudentServicer_to_server(servicer, server),
-        [SERVICE_NAME],
-        listen,
-        options.tls,
-        options.insecure,
-        max_message_bytes=options.max_message_bytes,
-        workers=options.workers,
-        stream_threads=MAX_STREAMS,
-    )
+    ops = NodeOperations(options, model_path)
+    servicer.metrics, servicer.ops = ops.metrics, ops
+    ops.start()
+    try:
+        server, port, mode, health = serving.start_server(
+            lambda server: pb_grpc.add_StudentServicer_to_server(servicer, server),
+            [SERVICE_NAME],
+            listen,
+            options.tls,
+            options.insecure,
+            max_message_bytes=options.max_message_bytes,
+            workers=options.workers,
+            stream_threads=MAX_STREAMS,
+        )
+    except BaseException:
+        ops.close()
+        raise
     return server, port, mode, health, servicer
 
 
@@ -260,5 +277,10 @@ def run_node(model_path: str | Path, listen: str = "127.0.0.1:0", options: NodeO
     Takes what serve_node takes."""
     server, port, mode, health, servicer = _start(model_path, listen, NodeOptions.of(options, **fields))
     banner = f"nonn node serving {Path(model_path).name} on {serving.bound_address(listen, port)} ({mode})"
-    return serving.serve_until_signal(
-        lambda grace: serving.stop_server(server, health, grace, servicer.end_streams), banner)
+
+    def stop(grace: float) -> None:
+        serving.stop_server(server, health, grace, servicer.end_streams)
+        servicer.ops.close()
+
+    return serving.serve_until_signal(stop, banner, events=servicer.ops.events,
+                                      **servicer.ops.start_fields(serving.bound_address(listen, port), mode))

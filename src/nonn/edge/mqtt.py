@@ -1,0 +1,161 @@
+"""Predictions on MQTT (`gateway --mqtt mqtt://HOST:PORT/TOPIC`): one small JSON message per
+answered image, best-effort. The gateway only appends to a bounded queue (a full queue drops
+the message and counts it); a thread of paho-mqtt's hands the queue to the broker, so a broker
+that is slow or down never holds a classification."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from nonn.edge.errors import EdgeError
+
+DEFAULT_QUEUE = 1000
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    host: str
+    port: int
+    topic: str
+    tls: bool
+
+
+def parse_url(url: str) -> BrokerURL:
+    """mqtt://HOST[:PORT]/TOPIC (1883) or mqtts://HOST[:PORT]/TOPIC (TLS, 8883)."""
+    fix = "pass --mqtt mqtt://HOST:PORT/TOPIC (mqtts:// for TLS)"
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise EdgeError(f"--mqtt {url!r} is not an MQTT URL; {fix}")
+    topic = unquote(parts.path.lstrip("/"))
+    if not topic or any(c in topic for c in "#+"):
+        raise EdgeError(f"--mqtt {url!r} names no topic to publish to (wildcards are not one); {fix}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise EdgeError(f"--mqtt {url!r} has an invalid port; {fix}") from None
+    return BrokerURL(parts.hostname, port, topic, parts.scheme == "mqtts")
+
+
+def message(prediction, started: float) -> bytes:
+    """The JSON of one answered image: label, class name, probability, degraded, latency, time."""
+    label = prediction.label
+    return json.dumps({
+        "label": label,
+        "class_name": prediction.class_name,
+        "probability": round(float(prediction.probabilities[label]), 6) if prediction.probabilities else None,
+        "degraded": prediction.degraded,
+        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+        "timestamp": round(time.time(), 6),
+    }, separators=(",", ":")).encode()
+
+
+class Publisher:
+    """Publishes each answered image's message to one topic; `dropped` counts what the queue or
+    a disconnected broker lost, `published` what paho accepted."""
+
+    def __init__(self, url: str, *, user: str | None = None, password_file: str | None = None,
+                 ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 queue_size: int = DEFAULT_QUEUE, qos: int = 0, events=None):
+        try:
+            import paho.mqtt.client as paho
+        except ImportError:
+            raise EdgeError("--mqtt needs paho-mqtt; pip install paho-mqtt (or nonn-edge[mqtt])") from None
+        if queue_size < 1:
+            raise EdgeError(f"--mqtt-queue must be at least 1, got {queue_size}")
+        self.broker = parse_url(url)
+        self.dropped = 0
+        self.published = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._qos = qos
+        self._events = events
+        self._connected = threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"nonn-gateway-{os.getpid()}")
+        if user:
+            password = None
+            if password_file:
+                try:
+                    password = open(password_file).read().strip()  # noqa: SIM115
+                except OSError as exc:
+                    raise EdgeError(f"cannot read --mqtt-password-file {password_file}: {exc.strerror}") from None
+            client.username_pw_set(user, password)
+        elif password_file:
+            raise EdgeError("--mqtt-password-file needs --mqtt-user")
+        if self.broker.tls or ca or cert:
+            if bool(cert) != bool(key):
+                raise EdgeError("an MQTT client certificate needs both --mqtt-cert and --mqtt-key")
+            try:
+                client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+            except (OSError, ValueError) as exc:
+                raise EdgeError(f"cannot set up TLS to the MQTT broker: {exc}; check --mqtt-ca/--mqtt-cert") from None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.max_queued_messages_set(queue_size)
+        self._client = client
+        self._thread = threading.Thread(target=self._drain, name="nonn-mqtt", daemon=True)
+        self._stop = False
+
+    def start(self) -> None:
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self._client.loop_start()  # connects and reconnects on its own thread
+        self._thread.start()
+
+    def _on_connect(self, client, userdata, flags, reason, properties=None) -> None:
+        if not reason.is_failure:
+            self._connected.set()
+            if self._events is not None:
+                self._events.emit("mqtt_connected", f"publishing predictions to {self._where()}")
+        elif self._events is not None:
+            self._events.error(f"the MQTT broker {self._where()} refused the connection: {reason}")
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties=None) -> None:
+        if self._connected.is_set() and self._events is not None:
+            self._events.emit("mqtt_lost", f"lost the MQTT broker {self._where()}: {reason}", level="warning")
+        self._connected.clear()
+
+    def _where(self) -> str:
+        return f"{self.broker.host}:{self.broker.port}/{self.broker.topic}"
+
+    def offer(self, payload: bytes) -> None:
+        """Queue one message; never waits (a full queue drops it)."""
+        try:
+            self._queue.put_nowait(payload)
+        except queue.Full:
+            self.dropped += 1
+
+    def answered(self, image, prediction, started: float) -> None:
+        self.offer(message(prediction, started))
+
+    def refused(self, image, code: str, started: float, missing=()) -> None:
+        pass
+
+    def _drain(self) -> None:
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                return
+            if not self._connected.is_set():
+                self.dropped += 1  # best-effort: nothing is kept for a broker that is down
+                continue
+            info = self._client.publish(self.broker.topic, payload, qos=self._qos)
+            if info.rc == 0:
+                self.published += 1
+            else:
+                self.dropped += 1
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Hand over what is queued (within `timeout_s`), then disconnect."""
+        if self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=timeout_s)
+            except queue.Full:
+                pass
+            self._thread.join(timeout_s)
+        self._client.disconnect()
+        self._client.loop_stop()
