@@ -170,6 +170,11 @@ class Processes:
                 if line.startswith("nonn "):
                     proc.banner = line.rstrip("\n")
                     return proc, line.split(" on ", 1)[1].split(" ", 1)[0]
+                if line.startswith("{"):  # --log-format json: the start event names the address
+                    event = json.loads(line)
+                    if event.get("event") == "start":
+                        proc.banner, proc.start_event = event["message"], event
+                        return proc, event["address"]
             if proc.poll() is not None or remaining <= 0:
                 err = (self.logdir / f"server_{len(self.procs) - 1}.log").read_text()
                 self.kill(proc)
