@@ -35,7 +35,7 @@ def test_gateway_and_classify_commands(processes, shared_nodes, artifacts, tmp_p
 
     npy = tmp_path / "image.npy"
     np.save(npy, IMAGE)
-    text = run("classify", "--gateway", address, str(npy), "--insecure")
+    text = run("classify", "--gateway", address, str(npy), "--insecure", "--verbose")
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith(f"label {prediction['label']} ") and "node 1 " in text.stdout
 

@@ -33,8 +33,9 @@ def short_line(path, result: dict) -> str:
 
 
 def classify_files(args, tls) -> int:
-    """One file as it always was (the detailed report, or the whole prediction as JSON); several
-    files or a folder, one line per file, a file that fails reported on its line. Exit status:
+    """One line per file: for one file its label (with --verbose, each node's times too; with --json,
+    the whole prediction); for several files or a folder the file's name and its label, or its
+    error on its line (with --json, one object per line). Exit status:
     0, 2 when a file was refused as input, 1 when the gateway failed."""
     files = expand(args.file)
     single = len(args.file) == 1 and len(files) == 1 and files[0] == Path(args.file[0])
@@ -55,7 +56,8 @@ def classify_files(args, tls) -> int:
                     print(f"{path}: error: {exc}", flush=True)
                 continue
             if single:
-                print(json.dumps(result, indent=2) if args.json else "\n".join(detail_lines(result)))
+                lines = detail_lines(result) if args.verbose else detail_lines(result)[:1]
+                print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
             elif args.json:
                 print(json.dumps({"file": str(path), **result}), flush=True)
             else:

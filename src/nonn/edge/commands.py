@@ -131,6 +131,8 @@ def register(subparsers) -> None:
                           help="send PNG/JPEG pixels as they are, instead of resizing the short side and "
                                "centre-cropping to the model's input (the gateway then refuses other sizes)")
     classify.add_argument("--gateway", required=True, metavar="HOST:PORT")
+    classify.add_argument("--verbose", "-v", action="store_true",
+                          help="for one file, also each node's compute and round-trip times, and the bytes")
     classify.add_argument("--json", action="store_true", help="print the whole prediction as JSON (one object per line for several files)")
     classify.add_argument("--timeout-s", type=float, default=5.0, metavar="S", help="default: 5")
     classify.add_argument("--layout", choices=("HWC", "CHW", "HW"), default=None,
