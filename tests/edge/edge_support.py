@@ -155,11 +155,16 @@ class Processes:
         self.logdir = logdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args: str, block_torch: bool = True) -> tuple[subprocess.Popen, str]:
-        """Start a server and wait for its banner; return (process, "host:port")."""
-        cmd = [sys.executable, "-c", NO_TORCH, *args] if block_torch else [sys.executable, "-m", "nonn.edge", *args]
+    def start(self, *args: str, block_torch: bool = True, command: list[str] | None = None,
+              env: dict | None = None, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+        """Start a server and wait for its banner; return (process, "host:port"). `command`
+        replaces `python -m nonn.edge` (an installed `nonn-edge`, say), run with `env` in `cwd`."""
+        if command is not None:
+            cmd = [*command, *args]
+        else:
+            cmd = [sys.executable, "-c", NO_TORCH, *args] if block_torch else [sys.executable, "-m", "nonn.edge", *args]
         with open(self.logdir / f"server_{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=edge_env())
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env or edge_env(), cwd=cwd)
         self.procs.append(proc)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
