@@ -105,12 +105,12 @@ def reference(artifacts: Artifacts, image: np.ndarray = IMAGE, missing=()) -> np
     return artifacts.head_logits(np.concatenate(parts, axis=1))[0]
 
 
-def build_artifacts(out: Path, *, node_pixels: bool = False) -> Artifacts:
-    """Two students and a head with random weights, and their manifest, in `out`; with
+def build_artifacts(out: Path, *, node_pixels: bool = False, seed: int = 0) -> Artifacts:
+    """Two students and a head with random weights (from `seed`), and their manifest, in `out`; with
     `node_pixels` the students carry their normalisation and the nodes take uint8 pixels."""
     from nonn.edge.pixels import Normalisation
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     students, entries = [], []
     for k, n in enumerate(SIZES):
         path = out / f"student_{k}.onnx"

@@ -12,8 +12,9 @@ x509 = pytest.importorskip("cryptography.x509")
 
 
 def test_writes_every_file_with_private_keys_0600(pki):
-    names = {p.name for p in pki.iterdir()}
-    expected = {f"{n}.{ext}" for n in ("ca", "node_0", "node_1", "gateway", "client") for ext in ("pem", "key")}
+    names = {p.relative_to(pki).as_posix() for p in pki.rglob("*") if p.is_file()}
+    expected = {f"{n}.{ext}" for n in ("node_0", "node_1", "gateway", "client") for ext in ("pem", "key")}
+    expected |= {"ca.pem", "ca/ca.key"}  # the CA key in a folder of its own
     assert names == expected  # no temporary files left behind
     for name in expected:
         mode = stat.S_IMODE((pki / name).stat().st_mode)

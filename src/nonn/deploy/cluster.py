@@ -21,11 +21,12 @@ HOST = "127.0.0.1"
 def ensure_certs(directory: Path, nodes: int) -> Path:
     """A CA and certificates for `nodes` nodes, the gateway and a client in `directory`;
     reuses a complete set, remakes an incomplete one."""
-    from nonn.edge.certs import make_certs
+    from nonn.edge.certs import has_roles, make_certs
 
-    names = ["ca", "gateway", "client", *(f"node_{k}" for k in range(nodes))]
-    complete = all((directory / f"{n}.pem").is_file() and (directory / f"{n}.key").is_file() for n in names)
-    if not complete:
+    names = ["gateway", "client", *(f"node_{k}" for k in range(nodes))]
+    complete = (directory / "ca.pem").is_file() and all(
+        (directory / f"{n}.pem").is_file() and (directory / f"{n}.key").is_file() for n in names)
+    if not complete or not has_roles(directory / "gateway.pem"):  # an older set, without roles: remake it
         make_certs(directory, nodes, overwrite=True)
     return directory
 

@@ -7,11 +7,20 @@ import os
 
 def peak_rss_bytes(pid: int | None = None) -> int | None:
     """VmHWM of `pid` (default: this process) in bytes, or None where /proc cannot tell."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def rss_bytes(pid: int | None = None) -> int | None:
+    """VmRSS (resident now) of `pid` (default: this process) in bytes, or None where /proc cannot tell."""
+    return _status_bytes(pid, "VmRSS:")
+
+
+def _status_bytes(pid: int | None, field: str) -> int | None:
     path = f"/proc/{pid if pid is not None else os.getpid()}/status"
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     value, unit = line.split()[1:3]
                     return int(value) * {"kB": 1024, "mB": 1024 ** 2}.get(unit, 1)
     except (OSError, ValueError, IndexError):

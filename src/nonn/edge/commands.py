@@ -37,9 +37,10 @@ def _tls(args: argparse.Namespace):
 
 @_user_errors
 def node_command(args: argparse.Namespace) -> int:
-    from nonn.edge.grpc_io import use_polling_io
+    from nonn.edge.grpc_io import quiet_grpc_logs, use_polling_io
 
     use_polling_io()  # before grpc is imported
+    quiet_grpc_logs()
     if args.cpu is not None:
         from nonn.edge.affinity import parse_cpus, pin_process
 
@@ -51,9 +52,10 @@ def node_command(args: argparse.Namespace) -> int:
 
 @_user_errors
 def gateway_command(args: argparse.Namespace) -> int:
-    from nonn.edge.grpc_io import use_polling_io
+    from nonn.edge.grpc_io import quiet_grpc_logs, use_polling_io
 
     use_polling_io()  # before grpc is imported
+    quiet_grpc_logs()
     from nonn.edge.gateway import run_gateway
 
     return run_gateway(args.manifest, args.nodes, args.listen, GatewayOptions.from_args(args))
@@ -61,8 +63,15 @@ def gateway_command(args: argparse.Namespace) -> int:
 
 @_user_errors
 def classify_command(args: argparse.Namespace) -> int:
+    from nonn.edge.grpc_io import quiet_grpc_logs
+
+    quiet_grpc_logs()
+    if not args.timeout_s > 0:
+        raise EdgeError(f"--timeout-s must be a positive number of seconds, got {args.timeout_s:g}")
+    from nonn.edge.addresses import check_address
     from nonn.edge.classify_files import classify_files
 
+    check_address(args.gateway, "--gateway", allow_any_port=False)
     return classify_files(args, _tls(args))
 
 
@@ -70,8 +79,12 @@ def classify_command(args: argparse.Namespace) -> int:
 def certs_command(args: argparse.Namespace) -> int:
     from nonn.edge.certs import make_certs
 
-    written = make_certs(args.dir, args.nodes, hosts=args.host, days=args.days, overwrite=args.force)
+    written = make_certs(args.dir, args.nodes, hosts=args.host, days=args.days, overwrite=args.force,
+                         cluster=args.cluster, clients=args.client or ("client",), keep_ca_key=not args.no_ca_key)
     print(f"wrote {len(written)} files to {args.dir}: {', '.join(sorted(written))}")
+    if not args.no_ca_key:
+        print(f"the CA key is {args.dir}/ca/ca.key: keep it off the devices (they need ca.pem and their own "
+              ".pem/.key)")
     return 0
 
 
@@ -102,7 +115,7 @@ def register(subparsers) -> None:
                                  description="Serve one student ONNX model over gRPC (nonn.v1.Student).")
     node.add_argument("--model", required=True, metavar="ONNX", help="student_<k>.onnx")
     _add_server(node, 50051, NodeOptions)
-    NodeOptions.add_flags(node, "delay_ms")
+    NodeOptions.add_flags(node, "delay_ms", "max_batch_images", "expect_sha256")
     node.add_argument("--cpu", metavar="CORES",
                       help="run only on these cores, like 1 or 0-1 (Linux): several nodes on one machine then "
                            "each keep a core and its caches, as on their own boards")
@@ -118,7 +131,7 @@ def register(subparsers) -> None:
     _add_server(gateway, 50050, GatewayOptions)
     GatewayOptions.add_flags(gateway, "deadline_s", "degraded")
     _add_tls(gateway)
-    GatewayOptions.add_flags(gateway, "nodes_ca", "max_batch")
+    GatewayOptions.add_flags(gateway, "nodes_ca", "max_batch", "allow_client")
     GatewayOptions.add_flags(gateway.add_argument_group("operations"), "metrics_listen", "log_format", "mqtt",
                              "mqtt_user", "mqtt_password_file", "mqtt_ca", "mqtt_cert", "mqtt_key", "mqtt_queue")
     gateway.set_defaults(func=gateway_command)
@@ -148,4 +161,10 @@ def register(subparsers) -> None:
                        help="extra hostname or IP the certificates are valid for (repeatable)")
     certs.add_argument("--days", type=int, default=825, help="validity (default: 825)")
     certs.add_argument("--force", action="store_true", help="replace an existing CA in DIR")
+    certs.add_argument("--cluster", default="default", metavar="NAME",
+                       help="cluster name in every identity, spiffe://nonn/NAME/<role>/<name> (default: %(default)s)")
+    certs.add_argument("--client", action="append", default=[], metavar="NAME",
+                       help="a client certificate for identity client/NAME (repeatable; default: one named client)")
+    certs.add_argument("--no-ca-key", action="store_true",
+                       help="do not keep the CA's private key (no more certificates can be issued from it)")
     certs.set_defaults(func=certs_command)

@@ -86,19 +86,25 @@ class FanOut:
         caps = [c for c in (self.max_batch_bytes, *(link.max_batch_bytes for link in self.links)) if c]
         return min(caps) if caps else None
 
+    def _images(self) -> int:
+        """Images per batch: max_batch, and no more than any node said it takes."""
+        said = [link.max_batch_images for link in self.links if getattr(link, "max_batch_images", None)]
+        return max(1, min([self.max_batch, *said]))
+
     def _full(self) -> bool:
         """Whether the waiting images make a full batch, by count or by bytes."""
         live = [jobs for jobs in self._pending if _live(jobs)]
         cap = self._cap()
-        return len(live) >= self.max_batch or bool(cap and sum(jobs[0].x.nbytes for jobs in live) >= cap)
+        return len(live) >= self._images() or bool(cap and sum(jobs[0].x.nbytes for jobs in live) >= cap)
 
     def _take(self) -> list[list[Job]]:
         """Up to max_batch waiting images, oldest first, of one dtype, within the bytes a message
         to every node may carry; given-up ones are dropped."""
         cap = self._cap()
+        images = self._images()
         batch: list[list[Job]] = []
         nbytes = 0
-        while self._pending and len(batch) < self.max_batch:
+        while self._pending and len(batch) < images:
             jobs = self._pending[0]
             if not _live(jobs):
                 self._pending.popleft()

@@ -17,7 +17,8 @@ import numpy as np
 
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
-from nonn.edge import serving
+from nonn.edge import authz, serving
+from nonn.edge.addresses import check_address
 from nonn.edge.channels import channel_options, open_aio_channel
 from nonn.edge.errors import EdgeError, TensorError
 from nonn.edge.fan_out import FanOut
@@ -28,7 +29,8 @@ from nonn.edge.operations import GatewayOperations
 from nonn.edge.options import GatewayOptions
 from nonn.edge.pixels import Normalisation, model_input
 from nonn.edge.tensors import decode_array
-from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials
+from nonn.edge.serving import UNDECODABLE
+from nonn.edge.tls import TLSFiles, channel_credentials, server_credentials, server_identity
 
 SERVICE_NAME = "nonn.v1.Gateway"
 MAX_IN_FLIGHT_PER_STREAM = 64  # ClassifyStream requests handled at once on one stream
@@ -40,10 +42,10 @@ def parse_nodes(nodes) -> list[str]:
     if isinstance(nodes, str):
         nodes = nodes.split(",")
     addresses = [n.strip() for n in nodes if n.strip()]
+    if not addresses:
+        raise EdgeError("--nodes names no address; pass --nodes host:port,host:port,...")
     for address in addresses:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise EdgeError(f"node address {address!r} is not HOST:PORT; pass --nodes host:port,host:port,...")
+        check_address(address, "--nodes address", allow_any_port=False)
     return addresses
 
 
@@ -99,8 +101,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         for k, address in enumerate(self.nodes):
             channel = open_aio_channel(address, self._credentials, options)
             self.channels.append(channel)
-            self.links.append(NodeLink(channel, self._sizes[k],
-                                       describe=f"is it serving {self.manifest.students[k].file.name}?"))
+            student = self.manifest.students[k]
+            self.links.append(NodeLink(channel, self._sizes[k], describe=f"is it serving {student.file.name}?",
+                                       expect_sha256=student.sha256, model_name=student.file.name))
         # a batch's pixels stay under the gateway's own message limit, with room for the framing
         self.fan_out = FanOut(self.links, max_batch=self.max_batch,
                               max_batch_bytes=max(1, self._max_message_bytes - MESSAGE_HEADROOM_BYTES))
@@ -147,6 +150,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     async def Classify(self, request, context):
         remaining = context.time_remaining()
+        if request is UNDECODABLE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a nonn.v1.Image message")
         try:
             return await self.classify(request, remaining)
         except Refused as refused:
@@ -173,12 +178,18 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             except Refused as refused:
                 answer(pb.ClassifyReply(id=request.id, code=refused.code.value[0], error=refused.message))
             except Exception as exc:  # noqa: BLE001 (every request is answered, and the stream goes on)
+                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "no details"
                 answer(pb.ClassifyReply(id=request.id, code=grpc.StatusCode.INTERNAL.value[0],
-                                        error=f"the gateway failed on this image: {exc!r}"[:500]))
+                                        error=f"the gateway failed on this image: {text}"))
+
+        bad = [False]
 
         async def read() -> None:
             try:
                 async for message in request_iterator:
+                    if message is UNDECODABLE:  # answer what is in flight, then end INVALID_ARGUMENT
+                        bad[0] = True
+                        break
                     if self.fan_out is not None:
                         self.fan_out.expect(min(len(message.requests), MAX_IN_FLIGHT_PER_STREAM - len(tasks)))
                     for request in message.requests:
@@ -204,7 +215,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     replies, ready[:] = list(ready), []
                     yield pb.ClassifyReplies(replies=replies)
                 elif not reading[0]:
-                    return
+                    break
                 else:
                     await wake.wait()
                     wake.clear()
@@ -212,6 +223,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+        if bad[0]:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a message on the stream is not a "
+                                "nonn.v1.ClassifyRequests; every request before it is answered, the stream ends here")
 
     async def classify(self, image: pb.Image, timeout: float | None = None) -> pb.Prediction:
         """One image to a Prediction within min(`timeout`, the deadline); Refused otherwise."""
@@ -259,6 +273,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         head_start = time.perf_counter()
         (logits,) = self.head.run(self._head_outputs, {self._head_input: np.concatenate(parts, axis=1)})
         head_ms = (time.perf_counter() - head_start) * 1000.0
+        if not np.isfinite(logits).all():
+            raise Refused(grpc.StatusCode.INTERNAL, "the head computed NaN or infinite logits from the nodes' "
+                                                    "features; check the exported models")
         logits = logits[0].astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
@@ -359,15 +376,27 @@ class GatewayServer:
         return getattr(self._server, name)
 
 
+def gateway_policy(tls, allow_client=()):
+    """With mutual TLS: Classify takes the clients of this gateway's cluster and `allow_client`."""
+    me = server_identity(tls)
+    if me is None:
+        return ()
+    rule = authz.Rule(me.cluster, ("client",), tuple(allow_client))
+    return (authz.AioAuthorizer(authz.Policy({f"/{SERVICE_NAME}/": rule}, authz.Rule(me.cluster))),)
+
+
 def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
+    check_address(listen, "--listen")
+    addresses = parse_nodes(nodes)
     server_credentials(options.tls, options.insecure)  # refuse plaintext before loading anything
+    interceptors = gateway_policy(options.tls, options.allow_client)
     tls = TLSFiles.of(options.tls)
     if options.insecure:
         credentials = None
     else:
         credentials = channel_credentials(TLSFiles(tls.cert, tls.key, options.nodes_ca or tls.ca), False)
     manifest = load_manifest(manifest_path)
-    servicer = GatewayServicer(manifest, parse_nodes(nodes), options, credentials=credentials)
+    servicer = GatewayServicer(manifest, addresses, options, credentials=credentials)
     ops = servicer.ops = GatewayOperations(options, manifest, servicer.nodes)
     servicer.listeners = ops.listeners
 
@@ -375,9 +404,15 @@ def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
         await servicer.open()
         try:
             server, port, mode, health = await serving.start_aio_server(
-                lambda server: pb_grpc.add_GatewayServicer_to_server(servicer, server),
+                lambda server: serving.add_servicer(server, SERVICE_NAME, {
+                    "Classify": ("unary_unary", servicer.Classify, pb.Image, pb.Prediction),
+                    "ClassifyStream": ("stream_stream", servicer.ClassifyStream, pb.ClassifyRequests,
+                                       pb.ClassifyReplies),
+                    "Describe": ("unary_unary", servicer.Describe, pb.DescribeRequest, pb.ModelInfo),
+                }),
                 [SERVICE_NAME], listen, tls, options.insecure,
                 max_message_bytes=options.max_message_bytes, max_concurrent_rpcs=16 * max(1, options.workers),
+                interceptors=interceptors,
             )
         except BaseException:
             await servicer.aclose()

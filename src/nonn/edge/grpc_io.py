@@ -31,3 +31,10 @@ def use_polling_io() -> bool:
         return False
     os.environ["GRPC_EXPERIMENTS"] = EXPERIMENTS
     return True
+
+
+def quiet_grpc_logs() -> None:
+    """Silence gRPC's own log lines (a failed bind, a refused handshake) in this process: every
+    error the user can cause is reported once, in one line, by nonn. Set GRPC_VERBOSITY (for
+    example to ERROR) to see them again."""
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")

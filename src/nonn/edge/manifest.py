@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from nonn.edge.errors import EdgeError
@@ -75,6 +75,18 @@ def write_manifest(manifest: Manifest) -> Path:
     return manifest.path
 
 
+def _confined(root: Path, name, manifest: Path) -> Path:
+    """root / name, for a relative file name that stays inside the manifest's folder; checked
+    before anything is opened, and the error names the file as written, not where it leads."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"file name {name!r} is not a file name")
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(name).drive or ".." in pure.parts:
+        raise EdgeError(f"manifest {manifest} names file {name!r} outside its folder; file names must be "
+                        "relative to the manifest's folder, without '..' (re-export with `nonn export`)")
+    return root / pure
+
+
 def _verify(path: Path, expected: str, manifest: Path) -> None:
     if not path.is_file():
         raise EdgeError(f"{path} named in {manifest} is missing; copy the whole onnx/ directory")
@@ -114,8 +126,8 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
         sizes = tuple(int(n) for n in raw["partition_sizes"])
         root = path.parent
         students = tuple(
-            Student(root / s["file"], str(s["sha256"]), str(s["input"]), str(s["output"]), int(s["features"]),
-                    None if s.get("arch") is None else str(s["arch"]))
+            Student(_confined(root, s["file"], path), str(s["sha256"]), str(s["input"]), str(s["output"]),
+                    int(s["features"]), None if s.get("arch") is None else str(s["arch"]))
             for s in raw["students"]
         )
         if not students or len(students) != len(sizes):
@@ -128,7 +140,7 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
         head = raw["head"]
         manifest = Manifest(
             path=path, input_shape=shape, scale=scale, mean=mean, std=std, classes=classes,
-            partition_sizes=sizes, students=students, head_file=root / head["file"],
+            partition_sizes=sizes, students=students, head_file=_confined(root, head["file"], path),
             head_sha256=str(head["sha256"]), head_input=str(head["input"]), head_output=str(head["output"]),
             node_pixels=raw.get("node_pixels", False) is True,
             source=dict(raw.get("source") or {}),

@@ -90,7 +90,8 @@ class NodeMetrics(_Exporter):
         features, compute_us, problem = result
         self.requests.labels("OK" if problem is None else problem[0].name).inc()
         self.latency.observe(time.perf_counter() - started)
-        self.bytes_in.inc(tensor.ByteSize())
+        if hasattr(tensor, "ByteSize"):  # not the marker of a request that did not decode
+            self.bytes_in.inc(tensor.ByteSize())
         if problem is None:
             self.compute.observe(compute_us / 1e6)
             self.batch.observe(int(tensor.shape[0]) if len(tensor.shape) else 1)

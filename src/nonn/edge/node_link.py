@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge.errors import TensorError
-from nonn.edge.node import COMPUTE_TIME_KEY, MAX_MESSAGE_KEY
+from nonn.edge.node import COMPUTE_TIME_KEY, MAX_BATCH_KEY, MAX_MESSAGE_KEY, MODEL_SHA256_KEY
 from nonn.edge.tensors import from_tensor, to_tensor
 
 FEATURES_METHOD = "/nonn.v1.Student/Features"
@@ -60,7 +60,8 @@ class NodeLink:
     whenever a batch is done."""
 
     def __init__(self, channel: grpc.aio.Channel, features: int, *, describe: str = "",
-                 on_idle: Callable[[], None] = lambda: None):
+                 on_idle: Callable[[], None] = lambda: None, expect_sha256: str | None = None,
+                 model_name: str = "the manifest's model"):
         self._open_stream = channel.stream_stream(STREAM_METHOD, request_serializer=None,
                                                   response_deserializer=None)
         self._features_call = channel.unary_unary(FEATURES_METHOD, request_serializer=None,
@@ -75,6 +76,10 @@ class NodeLink:
         self._closing = False
         self._accepted: set = set()  # streams the node accepted (its initial metadata came)
         self.max_batch_bytes: int | None = None  # learned when the node refused a batch as too large
+        self.max_batch_images: int | None = None  # what the node said it takes (its stream's metadata)
+        self.expect_sha256 = expect_sha256.lower() if expect_sha256 else None
+        self.model_name = model_name
+        self._refused: dict = {}  # stream -> why the gateway refused the node on it
         self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self.streams = True  # False once the node refused the stream
 
@@ -172,18 +177,29 @@ class NodeLink:
         async def requests():
             # Write nothing before the node has accepted the stream: a write racing its refusal
             # would turn the refusal (UNIMPLEMENTED, RESOURCE_EXHAUSTED) into INTERNAL.
-            limit = _max_message_bytes(await call.initial_metadata())
+            metadata = await call.initial_metadata()
+            limit = _metadata_int(metadata, MAX_MESSAGE_KEY)
             if call.done():
+                return
+            served = _metadata_value(metadata, MODEL_SHA256_KEY)
+            if self.expect_sha256 and served and served.lower() != self.expect_sha256:
+                self._refused[call] = (f"serves a model with SHA-256 {served[:16]}..., not {self.model_name} "
+                                       f"({self.expect_sha256[:16]}...) of the manifest; start it with that model")
+                call.cancel()
                 return
             self._accepted.add(call)
             if limit:  # the node says how large a message it takes: batches stay below it
                 self.max_batch_bytes = min(self.max_batch_bytes or limit, max(1, limit - MESSAGE_HEADROOM_BYTES))
+            images = _metadata_int(metadata, MAX_BATCH_KEY)
+            if images and images > 0:  # and it says how many images: batches stay within that too
+                self.max_batch_images = images
             while (item := await outbox.get()) is not None:
                 batch_id, payload = item
                 entry = self._batches.get(batch_id)
                 if entry is None:
                     continue  # answered or failed meanwhile
-                if limit and len(payload) > limit and len(entry[1]) > 1:
+                too_many = self.max_batch_images and len(entry[1]) > self.max_batch_images
+                if ((limit and len(payload) > limit) or too_many) and len(entry[1]) > 1:
                     # batched before the node said what it takes: send its images in smaller batches
                     del self._batches[batch_id]
                     self._resend_smaller([entry[1]])
@@ -228,6 +244,9 @@ class NodeLink:
             self._outbox, self._call = None, None
         accepted = call in self._accepted
         self._accepted.discard(call)
+        refused_model = self._refused.pop(call, None)
+        if refused_model is not None:
+            code, details = grpc.StatusCode.FAILED_PRECONDITION, refused_model
         mine = [batch_id for batch_id, (on, _, _) in self._batches.items() if on is call]
         refused = {batch_id: self._batches.pop(batch_id)[1] for batch_id in mine}
         jobs = [job for batch in refused.values() for job in batch]
@@ -243,6 +262,8 @@ class NodeLink:
             details = f"refused a message as too large ({details}); raise its --max-message-bytes"
         elif self._closing:
             code, details = grpc.StatusCode.CANCELLED, "the gateway is stopping"
+        elif refused_model is not None:
+            pass
         elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION):
             # The node's verdict on a batch travels in its reply; a stream that ends
             # otherwise (the node stopping, a broken connection) means the link is gone.
@@ -258,12 +279,15 @@ class NodeLink:
         if all(len(jobs) < 2 for jobs in batches):
             return False
         largest = max(sum(job.x.nbytes for job in jobs) for jobs in batches)
-        if not self.max_batch_bytes or self.max_batch_bytes >= largest:
+        too_many = self.max_batch_images and max(len(jobs) for jobs in batches) > self.max_batch_images
+        if not too_many and (not self.max_batch_bytes or self.max_batch_bytes >= largest):
             self.max_batch_bytes = max(1, largest // 2)
+        images = self.max_batch_images or max(len(jobs) for jobs in batches)
         for jobs in batches:
             chunk: list[Job] = []
             for job in (j for j in jobs if not (j.dropped or j.future.done())):
-                if chunk and sum(j.x.nbytes for j in chunk) + job.x.nbytes > self.max_batch_bytes:
+                if chunk and (len(chunk) >= images or (self.max_batch_bytes and sum(j.x.nbytes for j in chunk)
+                                                       + job.x.nbytes > self.max_batch_bytes)):
                     self._send(chunk)
                     chunk = []
                 chunk.append(job)
@@ -299,15 +323,21 @@ class NodeLink:
         self._finish(batch_id, answers)
 
 
-def _max_message_bytes(metadata) -> int | None:
-    """The largest message the node takes, from its stream's initial metadata (None: not said)."""
+def _metadata_value(metadata, wanted: str) -> str | None:
+    """A value of the node's metadata (None: not said)."""
     for key, value in metadata or ():
-        if key == MAX_MESSAGE_KEY:
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if key == wanted:
+            return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+def _metadata_int(metadata, wanted: str) -> int | None:
+    """An integer the node said in its metadata, like the largest message it takes (None: not said)."""
+    value = _metadata_value(metadata, wanted)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 def _compute_us(metadata) -> int:

@@ -12,7 +12,7 @@ from nonn.edge.files import sha256_file
 
 
 class NodeOperations:
-    def __init__(self, options, model_path: str | Path):
+    def __init__(self, options, model_path: str | Path, sha256: str | None = None):
         self.events = Events("node", options.log_format)
         self.metrics = None
         self._model = Path(model_path)
@@ -20,7 +20,7 @@ class NodeOperations:
             from nonn.edge.metrics import NodeMetrics, parse_listen
 
             parse_listen(options.metrics_listen)
-            self.metrics = NodeMetrics(options.metrics_listen, self._model.name, sha256_file(self._model))
+            self.metrics = NodeMetrics(options.metrics_listen, self._model.name, sha256 or sha256_file(self._model))
 
     def start(self) -> None:
         if self.metrics is not None:

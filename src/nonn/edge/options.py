@@ -63,6 +63,10 @@ class _Options:
             if f.type in (bool, "bool"):
                 parser.add_argument(meta["flag"], action="store_true", help=meta["help"])
                 continue
+            if isinstance(f.default, tuple):
+                parser.add_argument(meta["flag"], action="append", type=meta["type"] or str, default=[],
+                                    metavar=meta["metavar"], help=meta["help"])
+                continue
             kind = meta["type"] or type(f.default)
             default = f.default
             if default is not None and meta["scale"] != 1.0:
@@ -81,6 +85,8 @@ class _Options:
                 value = getattr(args, dest)
                 scale = f.metadata["scale"]
                 values[name] = value / scale if value is not None and scale != 1.0 else value
+                if isinstance(f.default, tuple):
+                    values[name] = tuple(value or ())
         if hasattr(args, "insecure"):
             values["insecure"] = bool(args.insecure)
         if hasattr(args, "tls_cert"):
@@ -102,6 +108,9 @@ class _Options:
             if isinstance(value, bool):
                 if value:
                     args.append(flag)
+            elif isinstance(value, (tuple, list)):
+                for item in value:
+                    args += [flag, str(item)]
             else:
                 args += [flag, _text(value * scale if scale != 1.0 else value)]
         return args
@@ -118,6 +127,12 @@ class NodeOptions(_Options):
     delay_ms: float = _option(0.0, "emulated link delay, applied to each request and each reply, so a call "
                                    "gains 2 x MS (default: %(default)g)", "--delay-ms", metavar="MS")
     workers: int = _option(4, "model runs at once, and threads serving unary calls (no flag)")
+    max_batch_images: int | None = _option(None, "images one request may carry; larger ones are refused "
+                                                 "RESOURCE_EXHAUSTED before any compute (default: derived from "
+                                                 "the model and --max-message-bytes, see the banner)",
+                                           "--max-batch-images", metavar="N", type=int)
+    expect_sha256: str | None = _option(None, "refuse to start unless the model file has this SHA-256 (the "
+                                              "manifest's)", "--expect-sha256", metavar="HEX", type=str)
     metrics_listen: str | None = _option(None, _METRICS_HELP, "--metrics-listen", metavar="HOST:PORT", type=str)
     log_format: str = _option("text", _LOG_HELP, "--log-format", metavar="text|json")
 
@@ -139,6 +154,9 @@ class GatewayOptions(_Options):
     max_batch: int = _option(MAX_BATCH, "images that waited while a node was busy go to it together, up to N per "
                                         "message; 1 sends every image alone (default: %(default)s)",
                              "--max-batch", metavar="N")
+    allow_client: tuple[str, ...] = _option((), "with mutual TLS, Classify takes client certificates and also "
+                                                "these identities: role/name (node/0) or a spiffe:// URI "
+                                                "(repeatable)", "--allow-client", metavar="NAME", type=str)
     metrics_listen: str | None = _option(None, _METRICS_HELP, "--metrics-listen", metavar="HOST:PORT", type=str)
     log_format: str = _option("text", _LOG_HELP, "--log-format", metavar="text|json")
     mqtt: str | None = _option(None, "publish each prediction as JSON to mqtt://HOST:PORT/TOPIC (mqtts:// for TLS), "

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from nonn.edge import tls as tls_
+from nonn.edge.addresses import check_address, is_loopback, split_address
 from nonn.edge.errors import EdgeError
 from nonn.edge.options import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (bench imports it from here)
 GRACE_S = 2.0
@@ -32,6 +33,61 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+class _Undecodable:
+    """What a lenient deserializer hands the servicer for bytes that are not its message."""
+
+    def __repr__(self) -> str:
+        return "UNDECODABLE"
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _lenient(message_type):
+    def deserialize(raw: bytes):
+        try:
+            return message_type.FromString(raw)
+        except Exception:  # noqa: BLE001 (DecodeError, or a RuntimeWarning-free failure of upb)
+            return UNDECODABLE
+    return deserialize
+
+
+_KINDS = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_servicer(server, service: str, methods: dict) -> None:
+    """Register {method: (kind, behaviour, request type, response type)} on a sync or aio server.
+    Requests that do not decode reach the behaviour as UNDECODABLE (gRPC itself would answer
+    INTERNAL, or on a stream end it silently), so that the servicer answers INVALID_ARGUMENT."""
+    handlers = {
+        name: _KINDS[kind](behaviour, request_deserializer=_lenient(request),
+                           response_serializer=response.SerializeToString)
+        for name, (kind, behaviour, request, response) in methods.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):
+        server.add_registered_method_handlers(service, handlers)
+
+
+def warn_plaintext(listen: str, insecure: bool) -> None:
+    """One line on stderr when plaintext is served to other machines."""
+    if not insecure:
+        return
+    try:
+        host, _ = split_address(listen)
+    except EdgeError:
+        return  # add_port refuses it
+    if not is_loopback(host):
+        print(f"warning: --insecure on {listen}: anyone on the network can call this server and read its "
+              "traffic; use --tls-cert/--tls-key/--tls-ca (`nonn certs DIR`) off a trusted network",
+              file=sys.stderr, flush=True)
+
+
 def start_server(
     register,
     service_names: list[str],
@@ -42,6 +98,8 @@ def start_server(
     max_message_bytes: int,
     workers: int,
     stream_threads: int = 0,
+    interceptors=(),
+    health_servicer: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int, str, health.HealthServicer]:
     """Build, bind and start a server; `register(server)` adds the servicers. `workers`
     threads serve calls, plus `stream_threads` for long-lived streams.
@@ -50,14 +108,17 @@ def start_server(
     """
     if max_message_bytes < 1024:
         raise EdgeError(f"max message size must be at least 1024 bytes, got {max_message_bytes}")
+    check_address(listen, "--listen")
     credentials, mode = tls_.server_credentials(tls, insecure)
+    warn_plaintext(listen, insecure)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers + stream_threads, thread_name_prefix="nonn-rpc"),
         options=server_options(max_message_bytes),
         maximum_concurrent_rpcs=16 * workers + stream_threads,
+        interceptors=list(interceptors),
     )
     register(server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *service_names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -216,13 +277,16 @@ class AioServer:
 
 
 async def start_aio_server(register, service_names: list[str], listen: str, tls, insecure: bool, *,
-                           max_message_bytes: int, max_concurrent_rpcs: int | None):
+                           max_message_bytes: int, max_concurrent_rpcs: int | None, interceptors=()):
     """Build, bind and start a grpc.aio server on the running loop; `register(server)` adds the
     servicers. Returns (server, bound port, security mode, health servicer)."""
     if max_message_bytes < 1024:
         raise EdgeError(f"max message size must be at least 1024 bytes, got {max_message_bytes}")
+    check_address(listen, "--listen")
     credentials, mode = tls_.server_credentials(tls, insecure)
-    server = grpc.aio.server(options=server_options(max_message_bytes), maximum_concurrent_rpcs=max_concurrent_rpcs)
+    warn_plaintext(listen, insecure)
+    server = grpc.aio.server(options=server_options(max_message_bytes), maximum_concurrent_rpcs=max_concurrent_rpcs,
+                             interceptors=list(interceptors))
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

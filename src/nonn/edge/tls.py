@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from nonn.edge.addresses import check_address
 from nonn.edge.channels import open_channel  # noqa: F401 (its old home)
 from nonn.edge.errors import EdgeError
 
@@ -51,11 +52,45 @@ def server_credentials(tls: TLSFiles | tuple | None, insecure: bool) -> tuple[gr
             raise EdgeError("a TLS server needs both --tls-cert and --tls-key (make them with `nonn certs DIR`)")
         pair = (read_pem(tls.key, "key"), read_pem(tls.cert, "cert"))
         ca = read_pem(tls.ca, "ca") if tls.ca else None
+        check_pair(pair[1], pair[0], tls.cert, tls.key, need_role=ca is not None)
         creds = grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
         return creds, "mtls" if ca else "tls"
     if not insecure:
         raise EdgeError(INSECURE_HINT)
     return None, "insecure"
+
+
+def check_pair(cert_pem: bytes, key_pem: bytes, cert_path, key_path, *, need_role: bool = False):
+    """The certificate's nonn Identity (or None), after checking, each with a one-line EdgeError,
+    that it parses, is valid now, matches the key, and (with `need_role`) holds a role."""
+    from cryptography.hazmat.primitives import serialization
+
+    from nonn.edge import identity as ids
+
+    cert = ids.load_certificate(cert_pem)
+    ids.check_validity(cert, cert_path)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise EdgeError(f"key {key_path} is not an unencrypted PEM private key; "
+                        "pass the .key made with the certificate by `nonn certs DIR`") from None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise EdgeError(f"the key {key_path} does not match the certificate {cert_path}; "
+                        "pass the .key made with that .pem")
+    found = ids.identities_of(cert)
+    if need_role and len(found) != 1:
+        raise EdgeError(f"certificate {cert_path} has no nonn role (made by an older `nonn certs`?); "
+                        f"{ids.RERUN_CERTS}")
+    return found[0] if len(found) == 1 else None
+
+
+def server_identity(tls: TLSFiles | tuple | None):
+    """The nonn Identity of a mutual-TLS server's own certificate (None without a CA)."""
+    tls = TLSFiles.of(tls)
+    if tls is None or not (tls.ca and tls.cert and tls.key):
+        return None
+    return check_pair(read_pem(tls.cert, "cert"), read_pem(tls.key, "key"), tls.cert, tls.key, need_role=True)
 
 
 def channel_credentials(tls: TLSFiles | tuple | None, insecure: bool) -> grpc.ChannelCredentials | None:
@@ -66,6 +101,8 @@ def channel_credentials(tls: TLSFiles | tuple | None, insecure: bool) -> grpc.Ch
             raise EdgeError("pass either the --tls-* options or --insecure, not both")
         if bool(tls.cert) != bool(tls.key):
             raise EdgeError("a client certificate needs both --tls-cert and --tls-key")
+        if tls.cert:
+            check_pair(read_pem(tls.cert, "cert"), read_pem(tls.key, "key"), tls.cert, tls.key)
         return grpc.ssl_channel_credentials(
             root_certificates=read_pem(tls.ca, "ca") if tls.ca else None,
             private_key=read_pem(tls.key, "key") if tls.key else None,
@@ -78,6 +115,7 @@ def channel_credentials(tls: TLSFiles | tuple | None, insecure: bool) -> grpc.Ch
 
 def add_port(server: grpc.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
     """Bind `listen` and return the bound port, or EdgeError when it cannot be bound."""
+    check_address(listen, "--listen")
     try:
         if credentials is None:
             port = server.add_insecure_port(listen)
@@ -86,5 +124,6 @@ def add_port(server: grpc.Server, listen: str, credentials: grpc.ServerCredentia
     except RuntimeError:
         port = 0
     if port == 0:
-        raise EdgeError(f"cannot listen on {listen}: address in use or invalid; choose another --listen HOST:PORT")
+        raise EdgeError(f"cannot listen on {listen}: the address is in use or not on this machine; "
+                        "choose another --listen HOST:PORT")
     return port
