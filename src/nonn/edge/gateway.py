@@ -22,7 +22,7 @@ from nonn.edge.addresses import check_address
 from nonn.edge.channels import channel_options, open_aio_channel
 from nonn.edge.errors import EdgeError, TensorError
 from nonn.edge.fan_out import FanOut
-from nonn.edge.manifest import Manifest, load_manifest
+from nonn.edge.manifest import Manifest, load_gateway_manifest
 from nonn.edge.node import load_session
 from nonn.edge.node_link import MESSAGE_HEADROOM_BYTES, Job, NodeLink
 from nonn.edge.operations import GatewayOperations
@@ -395,7 +395,7 @@ def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
         credentials = None
     else:
         credentials = channel_credentials(TLSFiles(tls.cert, tls.key, options.nodes_ca or tls.ca), False)
-    manifest = load_manifest(manifest_path)
+    manifest = load_gateway_manifest(manifest_path)
     servicer = GatewayServicer(manifest, addresses, options, credentials=credentials)
     ops = servicer.ops = GatewayOperations(options, manifest, servicer.nodes)
     servicer.listeners = ops.listeners
