@@ -72,6 +72,7 @@ def edge_venv(wheel, tmp_path_factory) -> Path:
     return venv
 
 
+@pytest.mark.slow  # a fresh venv from the registry: about 50 s with pip's cache, minutes without
 def test_an_edge_venv_serves_the_demo_run_with_mutual_tls(edge_venv, tiny_run, tmp_path):
     from nonn.deploy.local import ensure_export, in_process_labels
     from nonn.rundir import RunDir
