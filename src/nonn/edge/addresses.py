@@ -13,7 +13,7 @@ def split_address(address: str, what: str = "--listen") -> tuple[str, int]:
     The port must be written, and lie in 0..65535 (0: any free port)."""
     text = str(address).strip()
     host, sep, port = text.rpartition(":")
-    if not sep or not host:
+    if not sep:
         raise EdgeError(f"{what} {address!r} has no port; write HOST:PORT, like 127.0.0.1:50051")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
