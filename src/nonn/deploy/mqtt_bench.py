@@ -4,9 +4,9 @@
 
 Two nodes and three gateways on loopback (plaintext), one gateway without --mqtt, one with
 --mqtt to a broker that is down (nothing listens on its port), one with --mqtt to a live
-mosquitto (when the Debian package is installed). Rounds alternate between the gateways, so
-a noisy machine weighs on all alike; the medians, and their ratios to the gateway without
---mqtt, go to RUN_DIR/bench_mqtt.json."""
+mosquitto (when the Debian package is installed). Rounds alternate between the gateways, each
+going first in turn, so a noisy machine weighs on all alike; the medians, and their ratios to
+the gateway without --mqtt, go to RUN_DIR/bench_mqtt.json."""
 
 from __future__ import annotations
 
@@ -83,8 +83,9 @@ def bench_mqtt(run_dir: str | Path, *, requests: int = 400, concurrency: int = 8
                 GatewayOptions(insecure=True, mqtt=url, deadline_s=10.0))).address
                 for i, (name, url) in enumerate(variants.items())}
             time.sleep(1.0)  # the MQTT clients connect (or fail to) on their own threads
+            order = list(gateways.items())
             for r in range(rounds):
-                for name, address in gateways.items():
+                for name, address in order[r % len(order):] + order[:r % len(order)]:  # each goes first in turn
                     run = drive(lambda a=address: StreamingClient(a, insecure=True), images, requests=requests,
                                 concurrency=concurrency, warmup=5, timeout_s=30.0)
                     results[name].append(summarize(run))
