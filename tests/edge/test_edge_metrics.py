@@ -116,6 +116,19 @@ def test_health_follows_a_killed_node_and_its_return(processes, artifacts):
     wait_for_health(address, health_pb2.HealthCheckResponse.NOT_SERVING)
     assert health(degraded_address) == health_pb2.HealthCheckResponse.SERVING
     assert scrape(gateway)[("nonn_gateway_node_up", (("address", addresses[1]), ("node", "1")))] == 0
+    for proc, where, degraded_answer in ((gateway, address, False), (degraded, degraded_address, True)):
+        before = scrape(proc)
+        with GatewayClient(where, insecure=True) as client:
+            if degraded_answer:
+                assert client.classify(IMAGE)["degraded"]
+            else:
+                with pytest.raises(Exception, match="UNAVAILABLE|DEADLINE_EXCEEDED"):
+                    client.classify(IMAGE)
+        after = scrape(proc)
+        assert moved(before, after, "nonn_gateway_node_missing_total", address=addresses[1], node="1") == 1
+        assert moved(before, after, "nonn_gateway_node_missing_total", address=addresses[0], node="0") == 0
+        assert moved(before, after, "nonn_gateway_degraded_total") == int(degraded_answer)
+        assert moved(before, after, "nonn_gateway_requests_total", code="OK") == int(degraded_answer)
 
     processes.node(artifacts.students[1], "--log-format", "json", listen=addresses[1])
     wait_for_health(address, health_pb2.HealthCheckResponse.SERVING)

@@ -257,7 +257,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         for k, (features, timing, problem) in enumerate(await self._fan_out(x, timeout)):
             if problem is not None:
                 failures.append(problem)
-                missing.append(k)
+                if problem[0] != grpc.StatusCode.CANCELLED:  # not "another node failed first"
+                    missing.append(k)
                 features = self._zeros[k]
             parts.append(features)
             timings.append(timing)

@@ -69,8 +69,9 @@ class Publisher:
         if queue_size < 1:
             raise EdgeError(f"--mqtt-queue must be at least 1, got {queue_size}")
         self.broker = parse_url(url)
-        self.dropped = 0
+        self.dropped = 0  # counted under _count: the serving loop and the publishing thread both drop
         self.published = 0
+        self._count = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._qos = qos
         self._events = events
@@ -127,6 +128,10 @@ class Publisher:
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
+            self._drop()
+
+    def _drop(self) -> None:
+        with self._count:
             self.dropped += 1
 
     def answered(self, image, prediction, started: float) -> None:
@@ -141,13 +146,14 @@ class Publisher:
             if payload is None:
                 return
             if not self._connected.is_set():
-                self.dropped += 1  # best-effort: nothing is kept for a broker that is down
+                self._drop()  # best-effort: nothing is kept for a broker that is down
                 continue
             info = self._client.publish(self.broker.topic, payload, qos=self._qos)
             if info.rc == 0:
-                self.published += 1
+                with self._count:
+                    self.published += 1
             else:
-                self.dropped += 1
+                self._drop()
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Hand over what is queued (within `timeout_s`), then disconnect."""
