@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .errors import DeployError
+from .procfs import cpu_seconds
 
 
 def _free_port() -> int:
@@ -80,16 +81,22 @@ def bench_mqtt(run_dir: str | Path, *, requests: int = 400, concurrency: int = 8
                      for k, s in enumerate(manifest.students)]
             gateways = {name: procs.start(f"gateway {i}", gateway_args(
                 manifest_path, [n.address for n in nodes], "127.0.0.1:0",
-                GatewayOptions(insecure=True, mqtt=url, deadline_s=10.0))).address
+                GatewayOptions(insecure=True, mqtt=url, deadline_s=10.0)))
                 for i, (name, url) in enumerate(variants.items())}
             time.sleep(1.0)  # the MQTT clients connect (or fail to) on their own threads
             order = list(gateways.items())
             for r in range(rounds):
-                for name, address in order[r % len(order):] + order[:r % len(order)]:  # each goes first in turn
-                    run = drive(lambda a=address: StreamingClient(a, insecure=True), images, requests=requests,
-                                concurrency=concurrency, warmup=5, timeout_s=30.0)
-                    results[name].append(summarize(run))
-                    log(f"[bench-mqtt] round {r + 1}/{rounds} {name:<22} {run.throughput:8.1f} images/s")
+                for name, child in order[r % len(order):] + order[:r % len(order)]:  # each goes first in turn
+                    cpu = cpu_seconds(child.pid)
+                    run = drive(lambda a=child.address: StreamingClient(a, insecure=True), images,
+                                requests=requests, concurrency=concurrency, warmup=5, timeout_s=30.0)
+                    summary = summarize(run)
+                    # the gateway's own CPU time per image: what --mqtt costs, little moved by other load
+                    summary["gateway_cpu_ms_per_image"] = (cpu_seconds(child.pid) - cpu) * 1000.0 / (
+                        requests + 5 * min(concurrency, requests))
+                    results[name].append(summary)
+                    log(f"[bench-mqtt] round {r + 1}/{rounds} {name:<22} {run.throughput:8.1f} images/s, "
+                        f"gateway {summary['gateway_cpu_ms_per_image']:.3f} CPU ms/image")
     finally:
         if broker is not None:
             broker.kill()
@@ -101,7 +108,8 @@ def bench_mqtt(run_dir: str | Path, *, requests: int = 400, concurrency: int = 8
         median = statistics.median(s["throughput_per_s"] for s in runs)
         table[name] = {"throughput_per_s": [s["throughput_per_s"] for s in runs], "median_per_s": median,
                        "ratio_to_no_mqtt": median / base,
-                       "p50_latency_ms": statistics.median(s["latency_ms"]["p50"] for s in runs)}
+                       "p50_latency_ms": statistics.median(s["latency_ms"]["p50"] for s in runs),
+                       "gateway_cpu_ms_per_image": statistics.median(s["gateway_cpu_ms_per_image"] for s in runs)}
     result = {"run": str(rd.path), "requests": requests, "concurrency": concurrency, "rounds": rounds,
               "mosquitto": broker is not None, "variants": table}
     out = rd.path / "bench_mqtt.json"
@@ -112,11 +120,11 @@ def bench_mqtt(run_dir: str | Path, *, requests: int = 400, concurrency: int = 8
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'gateway':<24}{'images/s (median)':>19}{'ratio':>8}{'p50 ms':>9}   rounds"]
+    lines = [f"{'gateway':<24}{'images/s (median)':>19}{'ratio':>8}{'p50 ms':>9}{'CPU ms/image':>14}   rounds"]
     for name, row in result["variants"].items():
         rounds = " ".join(f"{t:.0f}" for t in row["throughput_per_s"])
         lines.append(f"{name:<24}{row['median_per_s']:>19.1f}{row['ratio_to_no_mqtt']:>8.3f}"
-                     f"{row['p50_latency_ms']:>9.2f}   {rounds}")
+                     f"{row['p50_latency_ms']:>9.2f}{row['gateway_cpu_ms_per_image']:>14.3f}   {rounds}")
     return "\n".join(lines)
 
 

@@ -1,13 +1,14 @@
 """Predictions on MQTT (`gateway --mqtt mqtt://HOST:PORT/TOPIC`): one small JSON message per
-answered image, best-effort. The gateway only appends to a bounded queue (a full queue drops
-the message and counts it); a thread of paho-mqtt's hands the queue to the broker, so a broker
-that is slow or down never holds a classification."""
+answered image, best-effort. The serving loop only takes the few fields of the message and
+appends them to a bounded queue; a thread of its own encodes them and hands them to paho-mqtt,
+whose thread talks to the broker. A full queue or a broker that is down drops the message there
+and counts it, so a broker that is slow or down never holds a classification."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -42,16 +43,24 @@ def parse_url(url: str) -> BrokerURL:
     return BrokerURL(parts.hostname, port, topic, parts.scheme == "mqtts")
 
 
-def message(prediction, started: float) -> bytes:
-    """The JSON of one answered image: label, class name, probability, degraded, latency, time."""
+def fields(prediction, started: float) -> tuple:
+    """What one answered image's message says, taken on the serving loop (cheap: no encoding)."""
     label = prediction.label
+    probability = float(prediction.probabilities[label]) if len(prediction.probabilities) > label else None
+    return (label, prediction.class_name, probability, prediction.degraded,
+            (time.perf_counter() - started) * 1000.0, time.time())
+
+
+def message(values: tuple) -> bytes:
+    """The JSON of one answered image: label, class name, probability, degraded, latency, time."""
+    label, class_name, probability, degraded, latency_ms, timestamp = values
     return json.dumps({
         "label": label,
-        "class_name": prediction.class_name,
-        "probability": round(float(prediction.probabilities[label]), 6) if prediction.probabilities else None,
-        "degraded": prediction.degraded,
-        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
-        "timestamp": round(time.time(), 6),
+        "class_name": class_name,
+        "probability": None if probability is None else round(probability, 6),
+        "degraded": degraded,
+        "latency_ms": round(latency_ms, 3),
+        "timestamp": round(timestamp, 6),
     }, separators=(",", ":")).encode()
 
 
@@ -72,7 +81,9 @@ class Publisher:
         self.dropped = 0  # counted under _count: the serving loop and the publishing thread both drop
         self.published = 0
         self._count = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._pending: collections.deque = collections.deque()  # appended on the loop, taken by the thread
+        self._limit = queue_size
+        self._wake = threading.Event()
         self._qos = qos
         self._events = events
         self._connected = threading.Event()
@@ -123,45 +134,50 @@ class Publisher:
     def _where(self) -> str:
         return f"{self.broker.host}:{self.broker.port}/{self.broker.topic}"
 
-    def offer(self, payload: bytes) -> None:
-        """Queue one message; never waits (a full queue drops it)."""
-        try:
-            self._queue.put_nowait(payload)
-        except queue.Full:
+    def offer(self, values: tuple) -> None:
+        """Queue one message; never waits. With the broker down, or the queue full, it is dropped
+        here, without waking the publishing thread."""
+        if not self._connected.is_set() or len(self._pending) >= self._limit:
             self._drop()
+            return
+        self._pending.append(values)
+        if not self._wake.is_set():
+            self._wake.set()
 
-    def _drop(self) -> None:
+    def _drop(self, n: int = 1) -> None:
         with self._count:
-            self.dropped += 1
+            self.dropped += n
 
     def answered(self, image, prediction, started: float) -> None:
-        self.offer(message(prediction, started))
+        self.offer(fields(prediction, started))
 
     def refused(self, image, code: str, started: float, missing=()) -> None:
         pass
 
     def _drain(self) -> None:
+        """Hand every waiting message to paho, then sleep until more come."""
         while True:
-            payload = self._queue.get()
-            if payload is None:
+            self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                values = self._pending.popleft()
+                if not self._connected.is_set():
+                    self._drop()  # best-effort: nothing is kept for a broker that is down
+                    continue
+                info = self._client.publish(self.broker.topic, message(values), qos=self._qos)
+                if info.rc == 0:
+                    with self._count:
+                        self.published += 1
+                else:
+                    self._drop()
+            if self._stop:
                 return
-            if not self._connected.is_set():
-                self._drop()  # best-effort: nothing is kept for a broker that is down
-                continue
-            info = self._client.publish(self.broker.topic, payload, qos=self._qos)
-            if info.rc == 0:
-                with self._count:
-                    self.published += 1
-            else:
-                self._drop()
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Hand over what is queued (within `timeout_s`), then disconnect."""
         if self._thread.is_alive():
-            try:
-                self._queue.put(None, timeout=timeout_s)
-            except queue.Full:
-                pass
+            self._stop = True
+            self._wake.set()
             self._thread.join(timeout_s)
         self._client.disconnect()
         self._client.loop_stop()
