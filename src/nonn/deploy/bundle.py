@@ -157,7 +157,9 @@ def make_bundles(run_dir: str | Path, inventory_path: str | Path, out: str | Pat
     from .local import ensure_export
 
     rd = RunDir(Path(run_dir))
-    rd.load_config()
+    k = rd.load_config().students.k
+    if isinstance(k, int):
+        load_inventory(inventory_path, k)  # a wrong inventory is refused before any export
     manifest_path, _ = ensure_export(rd, log)
     manifest = load_manifest(manifest_path)
     inventory = load_inventory(inventory_path, len(manifest.students))
