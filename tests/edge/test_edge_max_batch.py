@@ -91,3 +91,12 @@ def test_the_gateway_never_sends_a_node_more_than_it_states(processes, gateways,
     assert not failures, failures[:3]
     sizes = [n["batch_size"] for r in results for n in r["nodes"]]
     assert max(sizes) == 2  # batched (the images did wait for each other), never above the node's cap
+
+
+def test_memory_is_given_back_after_a_large_batch_only(artifacts):
+    servicer = StudentServicer(load_session(artifacts.students[0]))
+    servicer.Features(to_tensor(np.zeros((16, *SHAPE), np.float32)), Context())  # 48 KiB: kept for reuse
+    assert servicer._memory.trims == 0
+    large = servicer.max_batch_images  # 1365 images of 3x8x8: 1 MiB of float32 input
+    servicer.Features(to_tensor(np.zeros((large, *SHAPE), np.float32)), Context())
+    assert servicer._memory.trims == (1 if servicer._memory._malloc_trim is not None else 0)

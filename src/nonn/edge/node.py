@@ -48,21 +48,49 @@ ORT_DTYPES = {
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD_BYTES = 256 * 1024
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+TRIM_AFTER_BYTES = 256 * 1024  # a batch whose float32 input is this large (21 images of 3x32x32) is followed by a trim
 
 
-def return_freed_memory() -> bool:
-    """Make glibc give large freed blocks back to the system: allocations above 256 KiB (a
-    batch's tensors) are mapped on their own and unmapped when freed. By default glibc raises
-    this threshold up to 32 MiB as blocks are freed, and a burst of large batches then stays
-    in the heap for ever. True where it applied (glibc); elsewhere nothing changes."""
-    try:
-        import ctypes
+class MemoryTrimmer:
+    """Gives the memory a large batch freed back to the system once no model runs any more.
 
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):
-        return False
+    glibc keeps freed blocks in its heaps (and raises its mmap threshold as large blocks are
+    freed), so a burst of large batches would stay resident for ever. malloc_trim(0) returns
+    the free pages; it is called only after a batch of TRIM_AFTER_BYTES or more, when the last
+    run in progress ends, so that ordinary batches keep their fast reuse of the heap. Where
+    there is no glibc it does nothing."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = 0
+        self._large = False
+        self.trims = 0
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            self._malloc_trim = libc.malloc_trim
+            # blocks above 1 MiB (a large batch's tensors; a 16-image batch's stay below) are
+            # mapped on their own and unmapped when freed, instead of glibc raising its threshold
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        except (OSError, AttributeError):
+            self._malloc_trim = None
+
+    def started(self, nbytes: int) -> None:
+        with self._lock:
+            self._running += 1
+            self._large = self._large or nbytes >= TRIM_AFTER_BYTES
+
+    def finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+            trim = self._running == 0 and self._large
+            if trim:
+                self._large = False
+        if trim and self._malloc_trim is not None:
+            self._malloc_trim(0)
+            self.trims += 1
 
 
 def load_session(path: str | Path, intra_op_threads: int = 1) -> ort.InferenceSession:
@@ -153,6 +181,7 @@ class StudentServicer(pb_grpc.StudentServicer):
         self._allowed = (self.input_dtype,) if self.pixels is None else (self.input_dtype, "uint8")
         self._expected = f"a {' or '.join(self._allowed)} tensor of shape {_shape_text(self.input_shape)}"
         self._inferences = threading.BoundedSemaphore(max(1, workers))  # model runs at once
+        self._memory = MemoryTrimmer()
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._lock = threading.Lock()
         self._waiting: dict[int, grpc.ServicerContext] = {}  # streams waiting for their next request
@@ -194,10 +223,13 @@ class StudentServicer(pb_grpc.StudentServicer):
             return None, 0, (grpc.StatusCode.INVALID_ARGUMENT, f"expected {self._expected}: {exc}")
         with self._inferences:
             start = time.perf_counter_ns()
+            self._memory.started(array.nbytes if array.dtype != np.uint8 else 4 * array.nbytes)
             try:
                 (features,) = self.session.run(self.output_names, {self.input_name: array})
             except Exception as exc:  # noqa: BLE001 (report a model failure to the caller, keep serving)
                 return None, 0, (grpc.StatusCode.INTERNAL, f"model failed: {_first_line(exc)}")
+            finally:
+                self._memory.finished()
             elapsed_us = (time.perf_counter_ns() - start) // 1000
         if not np.isfinite(features).all():
             if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -370,7 +402,6 @@ def _start(model_path, listen: str, options: NodeOptions):
     check_address(listen, "--listen")
     server_credentials(options.tls, options.insecure)  # refuse plaintext before paying for the model load
     interceptors = node_policy(options.tls)
-    return_freed_memory()
     session = load_session(model_path, options.intra_op_threads)
     digest = model_sha256(model_path, options.expect_sha256)
     servicer = StudentServicer(session, options.delay_ms, options.workers, options.max_message_bytes,
