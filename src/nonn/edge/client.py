@@ -110,7 +110,7 @@ class GatewayClient:
             try:
                 info = self._describe(pb.DescribeRequest(), timeout=timeout_s)
             except grpc.RpcError as exc:
-                raise GatewayError(exc.code().name, (exc.details() or "").strip() or "no details") from None
+                raise _describe_error(exc) from None
             self._input_shape = _shape_of(info)
         return self._input_shape
 
@@ -180,7 +180,7 @@ class StreamingClient:
             try:
                 info = await self._describe(pb.DescribeRequest(), timeout=timeout_s)
             except grpc.aio.AioRpcError as exc:
-                raise GatewayError(exc.code().name, (exc.details() or "").strip() or "no details") from None
+                raise _describe_error(exc) from None
             self._input_shape = _shape_of(info)
         return self._input_shape
 
@@ -285,6 +285,13 @@ class StreamingClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+
+def _describe_error(exc) -> GatewayError:
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        return GatewayError("UNIMPLEMENTED", "this gateway cannot say its input size (an older version); "
+                                             "upgrade it, or resize the image yourself and pass --no-resize")
+    return GatewayError(exc.code().name, (exc.details() or "").strip() or "no details")
 
 
 def _shape_of(info: pb.ModelInfo) -> tuple[int, int, int]:
