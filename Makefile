@@ -42,6 +42,8 @@ clean:
 	rm -rf $(VENV) runs build src/*.egg-info
 
 # Soak the edge runtime: 32 clients, 3 rounds of 60 s, through mutual-TLS nodes and gateway.
+# Untrained wrn-40-4 -> 2 x wrn-16-1 at 3x32x32 (as bench-edge), or an export's: make soak MANIFEST=.../manifest.json
+SOAK_MODELS = $(if $(MANIFEST),--manifest $(MANIFEST),--teacher-arch wrn-40-4 --student-arch wrn-16-1 --k 2 --input 3x32x32)
 .PHONY: soak
 soak: $(STAMP)
-	$(BIN)/python -m nonn.bench.soak --manifest $(MANIFEST) --out runs/soak
+	$(BIN)/python -m nonn.bench.soak $(SOAK_MODELS) --clients 32 --seconds 60 --rounds 3 --out runs/soak

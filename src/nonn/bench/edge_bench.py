@@ -26,9 +26,8 @@ from ..deploy.local import bytes_per_inference, request_bytes
 from ..deploy.processes import interrupt_on_signals
 from ..deploy.procfs import peak_rss_bytes
 from ..errors import ConfigError
-from ..models.cost import count_params
 from .deployments import normalise
-from .synthetic import BENCH_FORMAT, UNTRAINED_MEAN, UNTRAINED_NOTE, UNTRAINED_STD, parse_input, untrained_models
+from .synthetic import BENCH_FORMAT, UNTRAINED_MEAN, UNTRAINED_NOTE, UNTRAINED_STD, export_untrained, parse_input
 from .transport_floor import TransportFloor
 
 OVERHEAD_TARGET_MS = 1.0
@@ -37,24 +36,6 @@ CEILING_WORKERS = 2
 CEILING_BATCHES = (1, 8)
 LOAD_CONCURRENCY = (1, 8)
 DISTINCT_IMAGES = 64
-
-
-def _export(teacher_arch: str, student_arch: str, k: int, input_shape, out: Path, log) -> dict:
-    """Untrained students and head to out/onnx; the teacher's state_dict to out/teacher_untrained.pt."""
-    from ..export import export_nonn
-    from ..rundir import save_checkpoint
-
-    models = untrained_models(teacher_arch, student_arch, k, input_shape)
-    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=models.mean, std=models.std,
-                classes=models.classes, archs=models.student_archs, log=log,
-                source={"untrained": True, "teacher_arch": teacher_arch, "student_arch": student_arch, "seed": 0})
-    save_checkpoint(out / "teacher_untrained.pt", {"state_dict": models.teacher.state_dict(), "arch": teacher_arch,
-                                                    "num_classes": models.num_classes,
-                                                    "in_channels": input_shape[0]})
-    return {"teacher_params": count_params(models.teacher),
-            "student_params": [count_params(s) for s in models.nonn.students],
-            "head_params": count_params(models.nonn.head), "partition_sizes": list(models.nonn.partition_sizes),
-            "teacher_feature_shape": list(models.feature_shape)}
 
 
 def compute_ceiling(student_files: list[Path], inputs: np.ndarray, *, images_per_worker: int,
@@ -234,7 +215,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
     use_polling_io()  # this process is the client: the same gRPC I/O as the node and gateway processes
     load_before = os.getloadavg()
     log(f"[bench-edge] {UNTRAINED_NOTE}")
-    models = _export(teacher_arch, student_arch, k, input_shape, out, log)
+    models = export_untrained(teacher_arch, student_arch, k, input_shape, out, log=log)
     manifest = out / "onnx" / "manifest.json"
     students = [out / "onnx" / s["file"] for s in json.loads(manifest.read_text())["students"]]
     rng = np.random.default_rng(0)

@@ -4,6 +4,7 @@ what every benchmark of them says about itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -69,3 +70,29 @@ def untrained_models(teacher_arch: str, student_arch: str, k: int, input_shape: 
                      sizes, num_classes, feature_shape[1:]).eval()
     return SyntheticModels(teacher, net, tuple(input_shape), teacher_arch, [student_arch] * k, feature_shape,
                            num_classes)
+
+
+def export_untrained(teacher_arch: str, student_arch: str, k: int, input_shape, out: str | Path, *, log=print,
+                     save_teacher: bool = True) -> dict:
+    """Untrained students and head exported to OUT/onnx (manifest.json and all), as `nonn bench-edge` and the soak
+    serve them; with `save_teacher`, the teacher's state_dict also goes to OUT/teacher_untrained.pt. Returns the
+    parameter counts, partition sizes and the teacher's feature shape."""
+    from ..export import export_nonn
+    from ..models.cost import count_params
+    from ..rundir import save_checkpoint
+
+    input_shape, out = parse_input(input_shape), Path(out)
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    models = untrained_models(teacher_arch, student_arch, k, input_shape)
+    export_nonn(models.nonn, out / "onnx", input_shape=input_shape, mean=models.mean, std=models.std,
+                classes=models.classes, archs=models.student_archs, log=log,
+                source={"untrained": True, "teacher_arch": teacher_arch, "student_arch": student_arch, "seed": 0})
+    if save_teacher:
+        save_checkpoint(out / "teacher_untrained.pt", {"state_dict": models.teacher.state_dict(),
+                                                        "arch": teacher_arch, "num_classes": models.num_classes,
+                                                        "in_channels": input_shape[0]})
+    return {"teacher_params": count_params(models.teacher),
+            "student_params": [count_params(s) for s in models.nonn.students],
+            "head_params": count_params(models.nonn.head), "partition_sizes": list(models.nonn.partition_sizes),
+            "teacher_feature_shape": list(models.feature_shape)}
