@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench-quality bench-train clean
+.PHONY: demo test test-slow bench-quality bench-train clean edge-wheel bench-mqtt
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run: make PYTHON=/path/to/python3.11 ..."; exit 2; }
@@ -29,6 +29,15 @@ bench-quality: $(STAMP)
 # Images/s of the teacher and student stages, old path against new, in one run.
 bench-train: $(STAMP)
 	$(BIN)/nonn bench-train --out runs/bench-train
+
+# dist/nonn_edge-<version>-py3-none-any.whl: the torch-free device runtime (src/nonn/edge) as its own wheel.
+edge-wheel:
+	$(PYTHON) packaging/edge/build_wheel.py --out dist
+
+# Images/s of a gateway without --mqtt, with its broker down, and with it up, side by side (RUN ?= runs/demo).
+RUN ?= runs/demo
+bench-mqtt: $(STAMP)
+	$(BIN)/python -m nonn.deploy.mqtt_bench $(RUN)
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -94,6 +94,14 @@ def cmd_deploy_local(args) -> int:
     return 0
 
 
+def cmd_bundle(args) -> int:
+    from .deploy.bundle import describe, make_bundles
+    bundles = make_bundles(args.run_dir, args.inventory, args.out, days=args.days, force=args.force)
+    print(describe(bundles))
+    print(f"the CA's key stays in {args.out}/ca/ (on no device); copy each .tar.gz to its device and run install.sh")
+    return 0
+
+
 def cmd_bench_edge(args) -> int:
     from .bench.edge_bench import bench_edge, format_table
     result = bench_edge(teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
@@ -235,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--startup-timeout-s", type=float, default=60.0, metavar="S",
                    help="how long each process may take to start (default: 60)")
     d.set_defaults(func=cmd_deploy_local)
+
+    u = sub.add_parser("bundle", help="one installable bundle per device of an inventory, and client credentials",
+                       description="Write DIR/<device>/ and DIR/<device>.tar.gz for each device of the inventory "
+                                   "(its model or head and manifest, certificate, systemd unit, flags, install.sh), "
+                                   "and DIR/client.tar.gz.")
+    u.add_argument("run_dir", metavar="RUN_DIR")
+    u.add_argument("--inventory", required=True, metavar="YAML", help="devices: name, address, role, [port, cpu, user]")
+    u.add_argument("--out", required=True, metavar="DIR")
+    u.add_argument("--days", type=int, default=825, help="certificate validity (default: 825)")
+    u.add_argument("--force", action="store_true", help="replace the bundles already in DIR")
+    u.set_defaults(func=cmd_bundle)
 
     b = sub.add_parser("bench-edge", help="gateway overhead, throughput vs compute bound, node vs teacher memory",
                        description="Benchmark the edge runtime with UNTRAINED models of the given architectures.")

@@ -155,11 +155,16 @@ class Processes:
         self.logdir = logdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args: str, block_torch: bool = True) -> tuple[subprocess.Popen, str]:
-        """Start a server and wait for its banner; return (process, "host:port")."""
-        cmd = [sys.executable, "-c", NO_TORCH, *args] if block_torch else [sys.executable, "-m", "nonn.edge", *args]
+    def start(self, *args: str, block_torch: bool = True, command: list[str] | None = None,
+              env: dict | None = None, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+        """Start a server and wait for its banner; return (process, "host:port"). `command`
+        replaces `python -m nonn.edge` (an installed `nonn-edge`, say), run with `env` in `cwd`."""
+        if command is not None:
+            cmd = [*command, *args]
+        else:
+            cmd = [sys.executable, "-c", NO_TORCH, *args] if block_torch else [sys.executable, "-m", "nonn.edge", *args]
         with open(self.logdir / f"server_{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=edge_env())
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env or edge_env(), cwd=cwd)
         self.procs.append(proc)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
@@ -170,6 +175,11 @@ class Processes:
                 if line.startswith("nonn "):
                     proc.banner = line.rstrip("\n")
                     return proc, line.split(" on ", 1)[1].split(" ", 1)[0]
+                if line.startswith("{"):  # --log-format json: the start event names the address
+                    event = json.loads(line)
+                    if event.get("event") == "start":
+                        proc.banner, proc.start_event = event["message"], event
+                        return proc, event["address"]
             if proc.poll() is not None or remaining <= 0:
                 err = (self.logdir / f"server_{len(self.procs) - 1}.log").read_text()
                 self.kill(proc)

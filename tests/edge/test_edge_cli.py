@@ -35,7 +35,7 @@ def test_gateway_and_classify_commands(processes, shared_nodes, artifacts, tmp_p
 
     npy = tmp_path / "image.npy"
     np.save(npy, IMAGE)
-    text = run("classify", "--gateway", address, str(npy), "--insecure")
+    text = run("classify", "--gateway", address, str(npy), "--insecure", "--verbose")
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith(f"label {prediction['label']} ") and "node 1 " in text.stdout
 
@@ -79,7 +79,7 @@ def test_register_adds_the_four_subcommands():
     args = parser.parse_args(["gateway", "--manifest", "m.json", "--nodes", "a:1,b:2", "--degraded"])
     assert args.degraded and args.deadline_ms == 1000.0
     args = parser.parse_args(["classify", "--gateway", "h:1", "x.png", "--json"])
-    assert args.json and args.file == "x.png"
+    assert args.json and args.file == ["x.png"] and not args.no_resize
     args = parser.parse_args(["certs", "d", "--nodes", "2", "--host", "a", "--host", "b"])
     assert args.host == ["a", "b"]
 

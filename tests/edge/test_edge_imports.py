@@ -10,7 +10,8 @@ from edge_support import edge_env
 
 EDGE = Path(__file__).resolve().parents[2] / "src" / "nonn" / "edge"
 THIRD_PARTY = {"numpy", "onnxruntime", "grpc", "grpc_health", "grpc_reflection", "google"}
-LAZY_ONLY = {"cryptography": ("certs.py", "identity.py", "tls.py"), "PIL": ("client.py",)}
+LAZY_ONLY = {"cryptography": ("certs.py", "identity.py", "tls.py"), "PIL": ("images.py",),
+             "prometheus_client": ("metrics.py",), "paho": ("mqtt.py",)}
 
 
 def _imports(tree: ast.Module):
@@ -46,7 +47,7 @@ def test_edge_imports_in_a_process_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import nonn.edge, nonn.edge.node, nonn.edge.gateway, nonn.edge.client, nonn.edge.certs, "
             "nonn.edge.commands, nonn.edge.__main__\n"
-            "bad = sorted(m for m in sys.modules if m.startswith(('nonn.', 'torch', 'cryptography', 'PIL'))"
+            "bad = sorted(m for m in sys.modules if m.startswith(('nonn.', 'torch', 'cryptography', 'PIL', 'prometheus_client', 'paho'))"
             " and not m.startswith('nonn.edge') and sys.modules[m] is not None)\n"
             "assert not bad, bad\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60,

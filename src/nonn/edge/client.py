@@ -12,6 +12,7 @@ from typing import Self
 import grpc
 import numpy as np
 
+from nonn.edge import images
 from nonn.edge import nonn_pb2 as pb
 from nonn.edge import nonn_pb2_grpc as pb_grpc
 from nonn.edge.errors import EdgeError, GatewayError
@@ -19,12 +20,12 @@ from nonn.edge.channels import channel_options, open_aio_channel, open_channel
 from nonn.edge.tensors import encode_array
 from nonn.edge.tls import channel_credentials
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = images.IMAGE_SUFFIXES
 CHANNEL_OPTIONS = channel_options()
 
 
 def read_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
-    """(pixels, layout) from an array, a .npy file or a PNG/JPEG (HWC uint8)."""
+    """(pixels, layout) from an array, a .npy file or a PNG/JPEG (HWC uint8), as they are."""
     if isinstance(image, np.ndarray):
         return _pixels(image), ""
     path = Path(image)
@@ -38,18 +39,12 @@ def read_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
             raise EdgeError(f"cannot read {path} as a numpy array ({exc}); save it with numpy.save") from None
         return _pixels(array), ""
     if suffix in IMAGE_SUFFIXES:
-        try:
-            from PIL import Image, UnidentifiedImageError
-        except ImportError:
-            raise EdgeError("reading PNG/JPEG needs Pillow; pip install pillow, or send a .npy file") from None
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
-                array = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise EdgeError(f"cannot decode {path}: {exc}; pass a valid PNG or JPEG") from None
-        return (array[:, :, None] if array.ndim == 2 else array), "HWC"
+        return images.as_pixels(images.open_image(path)), "HWC"
     raise EdgeError(f"{path} has suffix {suffix!r}; pass a .npy, .png, .jpg or .jpeg file")
+
+
+def _is_photo(image) -> bool:
+    return not isinstance(image, np.ndarray) and Path(image).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _pixels(array: np.ndarray) -> np.ndarray:
@@ -105,11 +100,29 @@ class GatewayClient:
 
     def __init__(self, gateway: str, *, tls=None, insecure: bool = False):
         self.channel = open_channel(gateway, channel_credentials(tls, insecure), CHANNEL_OPTIONS)
-        self._classify = pb_grpc.GatewayStub(self.channel).Classify
+        stub = pb_grpc.GatewayStub(self.channel)
+        self._classify, self._describe = stub.Classify, stub.Describe
+        self._input_shape: tuple[int, int, int] | None = None
 
-    def classify(self, image: str | Path | np.ndarray, *, timeout_s: float = 5.0, layout: str | None = None) -> dict:
-        """The prediction as a dict, plus client_ms; GatewayError on a non-OK status."""
-        pixels, inferred = read_image(image)
+    def input_shape(self, timeout_s: float = 5.0) -> tuple[int, int, int]:
+        """[C, H, W] of the images the gateway's model takes (asked once)."""
+        if self._input_shape is None:
+            try:
+                info = self._describe(pb.DescribeRequest(), timeout=timeout_s)
+            except grpc.RpcError as exc:
+                raise _describe_error(exc) from None
+            self._input_shape = _shape_of(info)
+        return self._input_shape
+
+    def classify(self, image: str | Path | np.ndarray, *, timeout_s: float = 5.0, layout: str | None = None,
+                 resize: bool = True) -> dict:
+        """The prediction as a dict, plus client_ms; GatewayError on a non-OK status. A PNG/JPEG is
+        resized and centre-cropped to the model's input first unless `resize` is False."""
+        if resize and _is_photo(image):
+            img = images.open_image(image)  # a missing or broken file fails before the gateway is asked
+            pixels, inferred = images.fit(img, *self.input_shape(timeout_s)), "HWC"
+        else:
+            pixels, inferred = read_image(image)
         request = to_message(pixels, layout if layout is not None else inferred)
         start = time.perf_counter()
         try:
@@ -156,13 +169,30 @@ class StreamingClient:
         self._open = self.channel.stream_stream("/nonn.v1.Gateway/ClassifyStream",
                                                 request_serializer=pb.ClassifyRequests.SerializeToString,
                                                 response_deserializer=pb.ClassifyReplies.FromString)
+        self._describe = pb_grpc.GatewayStub(self.channel).Describe
         self._stream: _Stream | None = None
         self._ids = itertools.count(1)
+        self._input_shape: tuple[int, int, int] | None = None
+
+    async def input_shape(self, timeout_s: float = 5.0) -> tuple[int, int, int]:
+        """[C, H, W] of the images the gateway's model takes (asked once)."""
+        if self._input_shape is None:
+            try:
+                info = await self._describe(pb.DescribeRequest(), timeout=timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                raise _describe_error(exc) from None
+            self._input_shape = _shape_of(info)
+        return self._input_shape
 
     async def classify(self, image: str | Path | np.ndarray, *, timeout_s: float = 5.0,
-                       layout: str | None = None) -> dict:
-        """The prediction as a dict, plus client_ms; GatewayError on a failure."""
-        pixels, inferred = read_image(image)
+                       layout: str | None = None, resize: bool = True) -> dict:
+        """The prediction as a dict, plus client_ms; GatewayError on a failure. A PNG/JPEG is
+        resized to the model's input first unless `resize` is False."""
+        if resize and _is_photo(image):
+            img = images.open_image(image)
+            pixels, inferred = images.fit(img, *await self.input_shape(timeout_s)), "HWC"
+        else:
+            pixels, inferred = read_image(image)
         prediction, elapsed = await self.predict(to_message(pixels, layout if layout is not None else inferred),
                                                  timeout_s=timeout_s)
         result = prediction_to_dict(prediction)
@@ -257,6 +287,21 @@ class StreamingClient:
         await self.close()
 
 
+def _describe_error(exc) -> GatewayError:
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        return GatewayError("UNIMPLEMENTED", "this gateway cannot say its input size (an older version); "
+                                             "upgrade it, or resize the image yourself and pass --no-resize")
+    return GatewayError(exc.code().name, (exc.details() or "").strip() or "no details")
+
+
+def _shape_of(info: pb.ModelInfo) -> tuple[int, int, int]:
+    shape = tuple(int(d) for d in info.input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise GatewayError("FAILED_PRECONDITION", f"the gateway describes its input as {list(shape)}, not [C, H, W]; "
+                                                  "upgrade it, or pass resize=False (--no-resize)")
+    return shape
+
+
 def _expire(future: asyncio.Future, timeout_s: float) -> None:
     if not future.done():
         future.set_exception(GatewayError("DEADLINE_EXCEEDED", f"no reply within {timeout_s * 1000:.0f} ms"))
@@ -270,6 +315,7 @@ def classify(
     insecure: bool = False,
     timeout_s: float = 5.0,
     layout: str | None = None,
+    resize: bool = True,
 ) -> dict:
     """Send one image to the gateway over a fresh connection; return the prediction dict.
 
@@ -277,4 +323,4 @@ def classify(
     the gRPC status name when the gateway answers an error.
     """
     with GatewayClient(gateway, tls=tls, insecure=insecure) as client:
-        return client.classify(image, timeout_s=timeout_s, layout=layout)
+        return client.classify(image, timeout_s=timeout_s, layout=layout, resize=resize)

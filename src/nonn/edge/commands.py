@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 
 from nonn.edge.errors import EdgeError, GatewayError
@@ -70,26 +69,10 @@ def classify_command(args: argparse.Namespace) -> int:
     if not args.timeout_s > 0:
         raise EdgeError(f"--timeout-s must be a positive number of seconds, got {args.timeout_s:g}")
     from nonn.edge.addresses import check_address
-    from nonn.edge.client import classify
+    from nonn.edge.classify_files import classify_files
 
     check_address(args.gateway, "--gateway", allow_any_port=False)
-
-    result = classify(args.gateway, args.file, tls=_tls(args), insecure=args.insecure,
-                      timeout_s=args.timeout_s, layout=args.layout)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    p = result["probabilities"][result["label"]]
-    print(f"label {result['label']} ({result['class_name']}) p={p:.3f}")
-    for n in result["nodes"]:
-        state = f"MISSING {n['error']}" if n["missing"] else (
-            f"compute {n['compute_ms']:.2f} ms, round trip {n['round_trip_ms']:.2f} ms")
-        print(f"  node {n['index']} {n['address']}: {state}")
-    print(f"  gateway {result['gateway_ms']:.2f} ms, client {result['client_ms']:.2f} ms, "
-          f"{result['bytes_sent']} bytes sent, {result['bytes_received']} received")
-    if result["degraded"]:
-        print(f"  DEGRADED: zero-filled features of {', '.join(result['missing_nodes'])}")
-    return 0
+    return classify_files(args, _tls(args))
 
 
 @_user_errors
@@ -137,6 +120,7 @@ def register(subparsers) -> None:
                       help="run only on these cores, like 1 or 0-1 (Linux): several nodes on one machine then "
                            "each keep a core and its caches, as on their own boards")
     _add_tls(node)
+    NodeOptions.add_flags(node.add_argument_group("operations"), "metrics_listen", "log_format")
     node.set_defaults(func=node_command)
 
     gateway = subparsers.add_parser("gateway", help="serve classification by fanning out to the nodes",
@@ -148,13 +132,21 @@ def register(subparsers) -> None:
     GatewayOptions.add_flags(gateway, "deadline_s", "degraded")
     _add_tls(gateway)
     GatewayOptions.add_flags(gateway, "nodes_ca", "max_batch", "allow_client")
+    GatewayOptions.add_flags(gateway.add_argument_group("operations"), "metrics_listen", "log_format", "mqtt",
+                             "mqtt_user", "mqtt_password_file", "mqtt_ca", "mqtt_cert", "mqtt_key", "mqtt_queue")
     gateway.set_defaults(func=gateway_command)
 
-    classify = subparsers.add_parser("classify", help="classify an image through a gateway",
-                                     description="Send one image (.npy, .png, .jpg) to a gateway.")
-    classify.add_argument("file", metavar="FILE", help="image: .npy, .png, .jpg or .jpeg")
+    classify = subparsers.add_parser("classify", help="classify images through a gateway",
+                                     description="Send images (.npy, .png, .jpg) to a gateway; one line per file.")
+    classify.add_argument("file", metavar="FILE", nargs="+",
+                          help="images (.npy, .png, .jpg or .jpeg) or folders of them")
+    classify.add_argument("--no-resize", action="store_true",
+                          help="send PNG/JPEG pixels as they are, instead of resizing the short side and "
+                               "centre-cropping to the model's input (the gateway then refuses other sizes)")
     classify.add_argument("--gateway", required=True, metavar="HOST:PORT")
-    classify.add_argument("--json", action="store_true", help="print the whole prediction as JSON")
+    classify.add_argument("--verbose", "-v", action="store_true",
+                          help="for one file, also each node's compute and round-trip times, and the bytes")
+    classify.add_argument("--json", action="store_true", help="print the whole prediction as JSON (one object per line for several files)")
     classify.add_argument("--timeout-s", type=float, default=5.0, metavar="S", help="default: 5")
     classify.add_argument("--layout", choices=("HWC", "CHW", "HW"), default=None,
                           help="pixel layout of a .npy file when its shape is ambiguous")

@@ -22,9 +22,10 @@ from nonn.edge.addresses import check_address
 from nonn.edge.channels import channel_options, open_aio_channel
 from nonn.edge.errors import EdgeError, TensorError
 from nonn.edge.fan_out import FanOut
-from nonn.edge.manifest import Manifest, load_manifest
+from nonn.edge.manifest import Manifest, load_gateway_manifest
 from nonn.edge.node import load_session
 from nonn.edge.node_link import MESSAGE_HEADROOM_BYTES, Job, NodeLink
+from nonn.edge.operations import GatewayOperations
 from nonn.edge.options import GatewayOptions
 from nonn.edge.pixels import Normalisation, model_input
 from nonn.edge.tensors import decode_array
@@ -51,9 +52,9 @@ def parse_nodes(nodes) -> list[str]:
 class Refused(Exception):
     """A classification that gets a gRPC status instead of a Prediction."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, missing: tuple[int, ...] = ()):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.missing = code, message, missing  # missing: the nodes that failed
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
@@ -92,6 +93,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.channels: list[grpc.aio.Channel] = []
         self.links: list[NodeLink] = []
         self.fan_out: FanOut | None = None
+        self.listeners: list = []  # told of every answer and refusal (metrics, MQTT): see operations.py
 
     async def open(self) -> None:
         """Open one channel per node on the running loop (they connect on first use)."""
@@ -154,6 +156,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             return await self.classify(request, remaining)
         except Refused as refused:
             await context.abort(refused.code, refused.message)
+
+    async def Describe(self, request, context):
+        return pb.ModelInfo(input_shape=list(self.manifest.input_shape), classes=list(self.manifest.classes))
 
     async def ClassifyStream(self, request_iterator, context):
         loop = asyncio.get_running_loop()
@@ -224,23 +229,43 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     async def classify(self, image: pb.Image, timeout: float | None = None) -> pb.Prediction:
         """One image to a Prediction within min(`timeout`, the deadline); Refused otherwise."""
+        if not self.listeners:
+            return await self._classify(image, timeout)
+        start = time.perf_counter()
+        try:
+            prediction = await self._classify(image, timeout)
+        except Refused as refused:
+            for listener in self.listeners:
+                listener.refused(image, refused.code.name, start, refused.missing)
+            raise
+        except Exception:
+            for listener in self.listeners:
+                listener.refused(image, "INTERNAL", start)
+            raise
+        for listener in self.listeners:
+            listener.answered(image, prediction, start)
+        return prediction
+
+    async def _classify(self, image: pb.Image, timeout: float | None) -> pb.Prediction:
         start = time.perf_counter()
         try:
             x = self.preprocess(image)
         except TensorError as exc:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         timeout = self.deadline_s if timeout is None else max(0.0, min(self.deadline_s, timeout))
-        parts, timings, failures = [], [], []
+        parts, timings, failures, missing = [], [], [], []
         for k, (features, timing, problem) in enumerate(await self._fan_out(x, timeout)):
             if problem is not None:
                 failures.append(problem)
+                if problem[0] != grpc.StatusCode.CANCELLED:  # not "another node failed first"
+                    missing.append(k)
                 features = self._zeros[k]
             parts.append(features)
             timings.append(timing)
         if failures and (not self.degraded or len(failures) == len(timings)):
             real = [f for f in failures if f[0] != grpc.StatusCode.CANCELLED] or failures
             prefix = "all nodes failed: " if self.degraded else ""
-            raise Refused(real[0][0], prefix + "; ".join(message for _, message in real))
+            raise Refused(real[0][0], prefix + "; ".join(message for _, message in real), tuple(missing))
         return self.predict(parts, timings, bool(failures), start)
 
     def predict(self, parts: list[np.ndarray], timings: list[pb.NodeTiming], degraded: bool,
@@ -371,8 +396,10 @@ def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
         credentials = None
     else:
         credentials = channel_credentials(TLSFiles(tls.cert, tls.key, options.nodes_ca or tls.ca), False)
-    manifest = load_manifest(manifest_path)
+    manifest = load_gateway_manifest(manifest_path)
     servicer = GatewayServicer(manifest, addresses, options, credentials=credentials)
+    ops = servicer.ops = GatewayOperations(options, manifest, servicer.nodes)
+    servicer.listeners = ops.listeners
 
     async def start():
         await servicer.open()
@@ -382,6 +409,7 @@ def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
                     "Classify": ("unary_unary", servicer.Classify, pb.Image, pb.Prediction),
                     "ClassifyStream": ("stream_stream", servicer.ClassifyStream, pb.ClassifyRequests,
                                        pb.ClassifyReplies),
+                    "Describe": ("unary_unary", servicer.Describe, pb.DescribeRequest, pb.ModelInfo),
                 }),
                 [SERVICE_NAME], listen, tls, options.insecure,
                 max_message_bytes=options.max_message_bytes, max_concurrent_rpcs=16 * max(1, options.workers),
@@ -389,10 +417,22 @@ def _start(manifest_path, nodes, listen: str, options: GatewayOptions):
             )
         except BaseException:
             await servicer.aclose()
+            await ops.aclose()
             raise
-        return serving.AioServer(server, health, servicer.aclose), port, mode
+        ops.watch_nodes(servicer.channels, health, [SERVICE_NAME])
 
-    server, port, mode = serving.run_on_loop(start())
+        async def stop():
+            await servicer.aclose()
+            await ops.aclose()
+
+        return serving.AioServer(server, health, stop), port, mode
+
+    ops.start()
+    try:
+        server, port, mode = serving.run_on_loop(start())
+    except BaseException:
+        ops.close()
+        raise
     return GatewayServer(server, servicer), port, mode, manifest
 
 
@@ -417,6 +457,7 @@ def run_gateway(manifest_path: str | Path, nodes, listen: str = "127.0.0.1:0",
     banner = (f"nonn gateway serving {manifest.path.name} ({len(manifest.students)} nodes) on "
               f"{serving.bound_address(listen, port)} ({mode})")
     try:
-        return serving.serve_until_signal(server.stop, banner)
+        return serving.serve_until_signal(server.stop, banner, events=server.servicer.ops.events,
+                                          **server.servicer.ops.start_fields(serving.bound_address(listen, port), mode))
     finally:
         serving.stop_event_loop()

@@ -20,6 +20,7 @@ from nonn.edge import authz, serving
 from nonn.edge.addresses import check_address
 from nonn.edge.errors import EdgeError, TensorError
 from nonn.edge.files import sha256_file
+from nonn.edge.operations import NodeOperations
 from nonn.edge.options import DEFAULT_MAX_MESSAGE_BYTES, NodeOptions
 from nonn.edge.pixels import Normalisation
 from nonn.edge.tensors import from_tensor, to_tensor
@@ -185,6 +186,7 @@ class StudentServicer(pb_grpc.StudentServicer):
         self._lock = threading.Lock()
         self._waiting: dict[int, grpc.ServicerContext] = {}  # streams waiting for their next request
         self._stopping = False
+        self.metrics = None  # a NodeMetrics told of every request (--metrics-listen)
 
     def _check(self, array: np.ndarray) -> None:
         fits = array.ndim == len(self.input_shape) and all(
@@ -195,6 +197,14 @@ class StudentServicer(pb_grpc.StudentServicer):
 
     def _infer(self, tensor: pb.Tensor):
         """(features, compute microseconds, None) or (None, 0, (status, what is wrong))."""
+        if self.metrics is None:
+            return self._run(tensor)
+        started = time.perf_counter()
+        result = self._run(tensor)
+        self.metrics.observe(tensor, result, started)
+        return result
+
+    def _run(self, tensor: pb.Tensor):
         if tensor is UNDECODABLE:
             return None, 0, (grpc.StatusCode.INVALID_ARGUMENT, "the request is not a nonn.v1.Tensor message")
         images = tensor.shape[0] if tensor.shape else 0
@@ -396,21 +406,28 @@ def _start(model_path, listen: str, options: NodeOptions):
     digest = model_sha256(model_path, options.expect_sha256)
     servicer = StudentServicer(session, options.delay_ms, options.workers, options.max_message_bytes,
                                options.max_batch_images, digest)
-    server, port, mode, health_servicer = serving.start_server(
-        lambda server: serving.add_servicer(server, SERVICE_NAME, {
-            "Features": ("unary_unary", servicer.Features, pb.Tensor, pb.Tensor),
-            "FeaturesStream": ("stream_stream", servicer.FeaturesStream, pb.FeaturesRequest, pb.FeaturesReply),
-        }),
-        [SERVICE_NAME],
-        listen,
-        options.tls,
-        options.insecure,
-        max_message_bytes=options.max_message_bytes,
-        workers=options.workers,
-        stream_threads=MAX_STREAMS,
-        interceptors=interceptors,
-        health_servicer=_Health(digest),
-    )
+    ops = NodeOperations(options, model_path, digest)
+    servicer.metrics, servicer.ops = ops.metrics, ops
+    ops.start()
+    try:
+        server, port, mode, health_servicer = serving.start_server(
+            lambda server: serving.add_servicer(server, SERVICE_NAME, {
+                "Features": ("unary_unary", servicer.Features, pb.Tensor, pb.Tensor),
+                "FeaturesStream": ("stream_stream", servicer.FeaturesStream, pb.FeaturesRequest, pb.FeaturesReply),
+            }),
+            [SERVICE_NAME],
+            listen,
+            options.tls,
+            options.insecure,
+            max_message_bytes=options.max_message_bytes,
+            workers=options.workers,
+            stream_threads=MAX_STREAMS,
+            interceptors=interceptors,
+            health_servicer=_Health(digest),
+        )
+    except BaseException:
+        ops.close()
+        raise
     return server, port, mode, health_servicer, servicer
 
 
@@ -420,5 +437,10 @@ def run_node(model_path: str | Path, listen: str = "127.0.0.1:0", options: NodeO
     Takes what serve_node takes."""
     server, port, mode, health, servicer = _start(model_path, listen, NodeOptions.of(options, **fields))
     banner = f"nonn node serving {Path(model_path).name} on {serving.bound_address(listen, port)} ({mode})"
-    return serving.serve_until_signal(
-        lambda grace: serving.stop_server(server, health, grace, servicer.end_streams), banner)
+
+    def stop(grace: float) -> None:
+        serving.stop_server(server, health, grace, servicer.end_streams)
+        servicer.ops.close()
+
+    return serving.serve_until_signal(stop, banner, events=servicer.ops.events,
+                                      **servicer.ops.start_fields(serving.bound_address(listen, port), mode))

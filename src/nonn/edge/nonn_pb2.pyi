@@ -100,6 +100,18 @@ class Prediction(_message.Message):
     head_ms: float
     def __init__(self, label: _Optional[int] = ..., class_name: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., logits: _Optional[_Iterable[float]] = ..., nodes: _Optional[_Iterable[_Union[NodeTiming, _Mapping]]] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., degraded: _Optional[bool] = ..., missing_nodes: _Optional[_Iterable[str]] = ..., gateway_ms: _Optional[float] = ..., head_ms: _Optional[float] = ...) -> None: ...
 
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("input_shape", "classes")
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, input_shape: _Optional[_Iterable[int]] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ClassifyRequests(_message.Message):
     __slots__ = ("requests",)
     REQUESTS_FIELD_NUMBER: _ClassVar[int]

@@ -169,6 +169,11 @@ class GatewayStub:
                 request_serializer=nonn_dot_edge_dot_nonn__pb2.ClassifyRequests.SerializeToString,
                 response_deserializer=nonn_dot_edge_dot_nonn__pb2.ClassifyReplies.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/nonn.v1.Gateway/Describe',
+                request_serializer=nonn_dot_edge_dot_nonn__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=nonn_dot_edge_dot_nonn__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -192,6 +197,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What the model takes, so that a client can resize a photo to it before sending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +216,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ClassifyStream,
                     request_deserializer=nonn_dot_edge_dot_nonn__pb2.ClassifyRequests.FromString,
                     response_serializer=nonn_dot_edge_dot_nonn__pb2.ClassifyReplies.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=nonn_dot_edge_dot_nonn__pb2.DescribeRequest.FromString,
+                    response_serializer=nonn_dot_edge_dot_nonn__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +277,33 @@ class Gateway:
             '/nonn.v1.Gateway/ClassifyStream',
             nonn_dot_edge_dot_nonn__pb2.ClassifyRequests.SerializeToString,
             nonn_dot_edge_dot_nonn__pb2.ClassifyReplies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nonn.v1.Gateway/Describe',
+            nonn_dot_edge_dot_nonn__pb2.DescribeRequest.SerializeToString,
+            nonn_dot_edge_dot_nonn__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

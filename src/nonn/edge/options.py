@@ -32,6 +32,8 @@ _TLS_HELP = ("(cert, key, ca or None) or a TLSFiles: serve with cert/key; a CA m
 _INSECURE_HELP = "plaintext; only on a trusted network (--insecure)"
 _MESSAGE_HELP = "largest message accepted (default: 16 MiB)"
 _THREADS_HELP = "ONNX Runtime intra-op threads (default: %(default)s)"
+_METRICS_HELP = "serve Prometheus metrics over HTTP on this address, e.g. 0.0.0.0:9100 (default: off)"
+_LOG_HELP = "text, or json: one JSON object per line for each event (default: %(default)s)"
 
 
 class _Options:
@@ -131,6 +133,8 @@ class NodeOptions(_Options):
                                            "--max-batch-images", metavar="N", type=int)
     expect_sha256: str | None = _option(None, "refuse to start unless the model file has this SHA-256 (the "
                                               "manifest's)", "--expect-sha256", metavar="HEX", type=str)
+    metrics_listen: str | None = _option(None, _METRICS_HELP, "--metrics-listen", metavar="HOST:PORT", type=str)
+    log_format: str = _option("text", _LOG_HELP, "--log-format", metavar="text|json")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,19 @@ class GatewayOptions(_Options):
     allow_client: tuple[str, ...] = _option((), "with mutual TLS, Classify takes client certificates and also "
                                                 "these identities: role/name (node/0) or a spiffe:// URI "
                                                 "(repeatable)", "--allow-client", metavar="NAME", type=str)
+    metrics_listen: str | None = _option(None, _METRICS_HELP, "--metrics-listen", metavar="HOST:PORT", type=str)
+    log_format: str = _option("text", _LOG_HELP, "--log-format", metavar="text|json")
+    mqtt: str | None = _option(None, "publish each prediction as JSON to mqtt://HOST:PORT/TOPIC (mqtts:// for TLS), "
+                                     "best-effort: never holds a classification", "--mqtt", metavar="URL", type=str)
+    mqtt_user: str | None = _option(None, "MQTT user name", "--mqtt-user", metavar="NAME", type=str)
+    mqtt_password_file: str | None = _option(None, "file holding the MQTT password", "--mqtt-password-file",
+                                             metavar="FILE", type=str)
+    mqtt_ca: str | None = _option(None, "CA that signed the broker's certificate (turns TLS on)", "--mqtt-ca",
+                                  metavar="PEM", type=str)
+    mqtt_cert: str | None = _option(None, "client certificate for the broker", "--mqtt-cert", metavar="PEM", type=str)
+    mqtt_key: str | None = _option(None, "client key for the broker", "--mqtt-key", metavar="PEM", type=str)
+    mqtt_queue: int = _option(1000, "messages waiting for the broker at most; more are dropped and counted "
+                                    "(default: %(default)s)", "--mqtt-queue", metavar="N")
 
 
 def security_args(tls: TLSFiles | tuple | None, insecure: bool) -> list[str]:

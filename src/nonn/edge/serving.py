@@ -134,19 +134,26 @@ def bound_address(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def serve_until_signal(stop, banner: str, grace_s: float = GRACE_S) -> int:
-    """Print `banner`, block until SIGTERM or SIGINT, then call stop(grace_s)."""
+def serve_until_signal(stop, banner: str, grace_s: float = GRACE_S, events=None, **start_fields) -> int:
+    """Print `banner` (or tell `events` so, with `start_fields`), block until SIGTERM or SIGINT,
+    then call stop(grace_s)."""
     event = threading.Event()
     previous = {s: signal.signal(s, lambda *_: event.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        print(banner, flush=True)
+        if events is None:
+            print(banner, flush=True)
+        else:
+            events.emit("start", banner, **start_fields)
         while not event.wait(0.5):
             pass
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         stop(grace_s)
-        print("nonn: stopped", file=sys.stderr, flush=True)
+        if events is None:
+            print("nonn: stopped", file=sys.stderr, flush=True)
+        else:
+            events.emit("stop", "nonn: stopped")
     return 0
 
 
