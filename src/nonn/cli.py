@@ -92,7 +92,7 @@ def cmd_bench_edge(args) -> int:
     from .bench.edge_bench import bench_edge, format_table
     result = bench_edge(teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
                         input_shape=args.input, requests=args.requests, rounds=args.rounds, out=args.out,
-                        insecure=args.insecure)
+                        insecure=args.insecure, int8=args.int8)
     print(format_table(result))
     print(f"wrote {result['out']}/bench_edge.json")
     return 0
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds of ceiling, c=1 and c=8 in turn; medians are reported (default: 3)")
     b.add_argument("--out", default="runs/bench-edge", metavar="DIR", help="default: runs/bench-edge")
     b.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
+    b.add_argument("--int8", action="store_true", help="serve the students quantized to int8 (static QDQ)")
     b.set_defaults(func=cmd_bench_edge)
 
     t = sub.add_parser("bench-train", help="images/s of the teacher and student stages, old path against new")

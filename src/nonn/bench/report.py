@@ -53,7 +53,7 @@ def _mb(n) -> str:
 
 
 def _x(v) -> str:
-    return "n/a" if v is None else f"{v:.1f}x"
+    return "n/a" if v is None else (f"{v:.2f}x" if v < 1 else f"{v:.1f}x")
 
 
 def _ms(v) -> str:

@@ -66,6 +66,7 @@ def summarise(per_k: dict[int, dict]) -> dict:
 
 def write_outputs(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out / "bench.json", result)
     result["plots"] = [str(p) for p in write_plots(result, out / "plots")]
     atomic.write_text(out / "bench.md", format_markdown(result))
     atomic.write_json(out / "bench.json", result)
@@ -104,7 +105,7 @@ def sweep(ks, *, teacher_arch: str, student_arch: str, out=None, log=print, **kw
 
 
 def _x(v) -> str:
-    return "n/a" if v is None else f"{v:.1f}x"
+    return "n/a" if v is None else (f"{v:.2f}x" if v < 1 else f"{v:.1f}x")
 
 
 def _ms(v) -> str:
