@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--requests", type=int, default=200, metavar="N", help="requests per latency run (default: 200)")
     d.add_argument("--startup-timeout-s", type=float, default=60.0, metavar="S",
                    help="how long each process may take to start (default: 60)")
+    d.add_argument("--int8", action="store_true", help="serve the int8 students (RUN_DIR/onnx-int8, made when stale)")
     d.set_defaults(func=cmd_deploy_local)
 
     b = sub.add_parser("bench-edge", help="gateway overhead, throughput vs compute bound, node vs teacher memory",
