@@ -77,9 +77,10 @@ def family_of(arch: str) -> str:
 
 
 def choose_compressed_arch(family: str, target_params: int, *, in_shape, num_classes: int, num_filters: int,
-                           map_size) -> tuple[str, dict]:
+                           map_size, min_layers: int = 1) -> tuple[str, dict]:
     """The family's architecture whose one-student NoNN (bridge to all ``num_filters`` teacher filters) has the
-    most parameters not above ``target_params``; the smallest one when none is that small."""
+    most parameters not above ``target_params``; the smallest one when none is that small. Only architectures
+    with at least ``min_layers`` top-level layers count, so that the compressed model can be split over K nodes."""
     import torch
 
     from ..budget import candidates
@@ -92,13 +93,21 @@ def choose_compressed_arch(family: str, target_params: int, *, in_shape, num_cla
                                map_size)
         return count_params(node)
 
-    rows = [{"arch": a, "params": params(a)}
+    def layers(arch: str) -> int:
+        from .layer_split import _backbone_parts
+        with torch.device("meta"):
+            return len(_backbone_parts(create_model(arch, num_classes=num_classes, in_channels=in_shape[0]))[0]) + 1
+
+    rows = [{"arch": a, "params": params(a), "layers": layers(a)}
             for a in candidates(family, in_shape=in_shape, num_classes=num_classes, map_size=map_size)]
+    rows = [r for r in rows if r["layers"] >= min_layers] or rows
     rows.sort(key=lambda r: r["params"])
     fitting = [r for r in rows if r["params"] <= target_params]
     chosen = fitting[-1] if fitting else rows[0]
     rule = ("most parameters <= the NoNN students' total" if fitting else
             "no architecture is that small; took the smallest of the family")
+    if min_layers > 1:
+        rule += f", among those with at least {min_layers} layers (one per node of its layer split)"
     return chosen["arch"], {"family": family, "target_params": int(target_params), "rule": rule,
                             "chosen": chosen["arch"], "chosen_params": chosen["params"], "candidates": rows,
                             "note": "parameters of backbone + bridge; the head (teacher filters x classes) is the "
@@ -126,7 +135,7 @@ def prepare_architecture(teacher_arch: str, student_arch: str, k: int, input_sha
     c, h, w = syn.feature_shape
     target = sum(count_params(s) for s in syn.nonn.students)
     arch, choice = choose_compressed_arch(family_of(student_arch), target, in_shape=tuple(input_shape),
-                                          num_classes=num_classes, num_filters=c, map_size=(h, w))
+                                          num_classes=num_classes, num_filters=c, map_size=(h, w), min_layers=k)
     torch.manual_seed(seed + 1)
     compressed = build_nonn(lambda _k: create_model(arch, num_classes=num_classes, in_channels=input_shape[0]), [c],
                             num_classes, (h, w)).eval()
@@ -177,7 +186,8 @@ def prepare_run(run_dir: str | Path, work: Path, *, log=print) -> Prepared:
     in_shape = tuple(ds.input_shape)
     target = sum(count_params(s) for s in net.students)
     arch, choice = choose_compressed_arch(cfg.students.family, target, in_shape=in_shape,
-                                          num_classes=ds.num_classes, num_filters=c, map_size=(h, w))
+                                          num_classes=ds.num_classes, num_filters=c, map_size=(h, w),
+                                          min_layers=len(net.students))
     log(f"[bench] compressed baseline: {arch} ({choice['chosen_params']:,} parameters; NoNN students "
         f"{target:,}), trained with KD+AT as a one-student NoNN")
     crd = train_compressed(rd, arch, work / "compressed-run", log=log)
