@@ -30,8 +30,9 @@ def parse_ks(text) -> list[int]:
 def _row(k: int, link: str, run: dict, cpus: int) -> dict:
     deps = run["deployments"]
     processes = sum(len(d["nodes"]) for d in deps.values() if not d.get("shares_processes_with"))
+    widest = max(len(d["nodes"]) for d in deps.values())  # the nodes one inference keeps busy at once
     row = {"k": k, "link": link, "node_processes": processes, "cpu_count": cpus,
-           "cores_shared": processes > cpus, "deployments": {}}
+           "cores_shared": widest > cpus, "deployments": {}}
     for name, d in deps.items():
         f = d["floor"]
         compute = f["compute_ms"]
@@ -119,7 +120,9 @@ def format_markdown(result: dict) -> str:
            f"Links {', '.join(cfg['links'])}; shaping `{cfg['shaping']['mode']}`; {cfg['cpu_count']} CPU cores on "
            "this machine. Every node is its own process; when a K's deployments have more node processes than "
            "cores, **nodes share cores** (see the processes column), so compute times there include waiting for "
-           "a core. Compute (the nodes' median ONNX Runtime time on the critical path: the slowest NoNN student, "
+           "a core. Deployments are measured in interleaved rounds, one inference at a time, so the processes of "
+           "the others are idle meanwhile; 'shared' marks a K whose own deployments have more nodes than cores. "
+           "Compute (the nodes' median ONNX Runtime time on the critical path: the slowest NoNN student, "
            "the sum of a chain's pieces) is reported apart from the rest (link transfer, delay and runtime).", "",
            f"Split rule: {result['split_rule']}. Compressed model per K: "
            + ", ".join(f"K={k} {a}" for k, a in result["compressed_arch"].items()) + ".", ""]
