@@ -80,7 +80,7 @@ def quantize_model(src: Path, dst: Path, calibration: np.ndarray, *, input_name:
 
 def _quantize(src: Path, dst: Path, calibration: np.ndarray, input_name: str, calibrate) -> None:
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from . import atomic
@@ -88,7 +88,9 @@ def _quantize(src: Path, dst: Path, calibration: np.ndarray, input_name: str, ca
     with tempfile.TemporaryDirectory(prefix="nonn-int8-") as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
+        # histogram calibrators stack every batch's outputs, so their batches must all be the same size
+        batch = CALIBRATION_BATCH if calibrate == CalibrationMethod.MinMax else 1
+        quantize_static(str(pre), str(out), _Reader(input_name, calibration, batch), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calibrate, extra_options={"CalibTensorRangeSymmetric": False})
         model = onnx.load(str(out))
