@@ -66,6 +66,11 @@ def cmd_stage(args) -> int:
         _print_metrics(rd)
     if args.command == "export":
         print(f"manifest: {rd.manifest}")
+        if args.int8:
+            from .stages.quantize import Int8Settings, run as run_int8
+            settings = Int8Settings(args.calibration_images, args.calibration_method, args.calibration_seed,
+                                    args.max_drop)
+            print(f"int8 manifest: {run_int8(rd, settings, force=args.force)}")
     return 0
 
 
@@ -84,9 +89,9 @@ def cmd_deploy_local(args) -> int:
     from .deploy.local import deploy_local, format_table
     result = deploy_local(args.run_dir, insecure=args.insecure, deadline_ms=args.deadline_ms, limit=args.limit,
                           concurrency=args.concurrency, requests=args.requests,
-                          startup_timeout_s=args.startup_timeout_s)
+                          startup_timeout_s=args.startup_timeout_s, int8=args.int8)
     print(format_table(result))
-    print(f"wrote {result['run']}/deploy.json")
+    print(f"wrote {result['run']}/deploy{'-int8' if args.int8 else ''}.json")
     if not result["accuracy"]["match"]:
         print("ACCURACY MISMATCH: the deployed NoNN disagrees with the in-process one; see deploy.json",
               file=sys.stderr)
@@ -106,7 +111,7 @@ def cmd_bench_edge(args) -> int:
     from .bench.edge_bench import bench_edge, format_table
     result = bench_edge(teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
                         input_shape=args.input, requests=args.requests, rounds=args.rounds, out=args.out,
-                        insecure=args.insecure)
+                        insecure=args.insecure, int8=args.int8)
     print(format_table(result))
     print(f"wrote {result['out']}/bench_edge.json")
     return 0
@@ -131,6 +136,20 @@ def cmd_bench_train(args) -> int:
 def cmd_bench(args) -> int:
     from .bench.case_study import bench
     from .bench.report import format_summary
+    if args.k is not None and "," in args.k:  # a sweep over K
+        from .bench.sweep import sweep
+        if args.run_dir is not None:
+            from .errors import ConfigError
+            raise ConfigError("--k with several values belongs to the architecture form; a run directory has its own K")
+        result = sweep(args.k, teacher_arch=args.teacher_arch, student_arch=args.student_arch,
+                       input_shape=args.input, links=args.link, devices=args.device, requests=args.requests,
+                       warmup=args.warmup, max_seconds=args.max_seconds, shaping=args.shaping, out=args.out)
+        from pathlib import Path
+        print((Path(result["out"]) / "bench.md").read_text())
+        print(f"wrote {result['out']}/bench.json, bench.md and plots/sweep_*.png")
+        return 0
+    if args.k is not None:
+        args.k = _int_or_error("--k", args.k)
     result = bench(args.run_dir, teacher_arch=args.teacher_arch, student_arch=args.student_arch, k=args.k,
                    input_shape=args.input, links=args.link, devices=args.device, requests=args.requests,
                    warmup=args.warmup, max_seconds=args.max_seconds, shaping=args.shaping, out=args.out)
@@ -209,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--force", action="store_true", help="rerun even when up to date")
         if stage.name == "export":
             s.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
+            s.add_argument("--int8", "--quantize-int8", action="store_true",
+                           help="also write int8 students (static QDQ, per-channel weights) to RUN_DIR/onnx-int8")
+            s.add_argument("--calibration-images", type=int, default=400, metavar="N",
+                           help="--int8: validation images to calibrate on (default: 400, or all when fewer)")
+            s.add_argument("--calibration-method", default="minmax", choices=("minmax", "entropy", "percentile"),
+                           help="--int8: activation range calibration (default: minmax)")
+            s.add_argument("--calibration-seed", type=int, default=0, metavar="S",
+                           help="--int8: seed of the calibration sample (default: 0)")
+            s.add_argument("--max-drop", type=float, default=0.5, metavar="POINTS",
+                           help="--int8: fail when int8 test accuracy is this many points below fp32 (default: 0.5)")
         s.set_defaults(func=cmd_stage)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page of the run's artifacts")
@@ -242,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--requests", type=int, default=200, metavar="N", help="requests per latency run (default: 200)")
     d.add_argument("--startup-timeout-s", type=float, default=60.0, metavar="S",
                    help="how long each process may take to start (default: 60)")
+    d.add_argument("--int8", action="store_true", help="serve the int8 students (RUN_DIR/onnx-int8, made when stale)")
     d.set_defaults(func=cmd_deploy_local)
 
     u = sub.add_parser("bundle", help="one installable bundle per device of an inventory, and client credentials",
@@ -267,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds of ceiling, c=1 and c=8 in turn; medians are reported (default: 3)")
     b.add_argument("--out", default="runs/bench-edge", metavar="DIR", help="default: runs/bench-edge")
     b.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
+    b.add_argument("--int8", action="store_true", help="serve the students quantized to int8 (static QDQ)")
     b.set_defaults(func=cmd_bench_edge)
 
     t = sub.add_parser("bench-train", help="images/s of the teacher and student stages, old path against new")
@@ -286,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained run directory")
     c.add_argument("--teacher-arch", help="architecture form: teacher architecture, e.g. wrn-40-4")
     c.add_argument("--student-arch", help="architecture form: student architecture, e.g. wrn-16-1")
-    c.add_argument("--k", type=int, help="architecture form: number of students (default: 2)")
+    c.add_argument("--k", help="architecture form: number of students (default: 2); a list such as 2,4,8 sweeps K")
     c.add_argument("--input", metavar="CxHxW", help="architecture form: input shape (default: 3x32x32)")
     c.add_argument("--link", action="append", metavar="NAME", help="link profile: wifi, ble, ethernet (repeatable; "
                                                                   "default: wifi)")

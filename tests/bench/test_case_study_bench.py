@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from nonn.bench import case_study as cs
-from nonn.bench.deployments import prepare_architecture
+from nonn.bench.deployments import DEPLOYMENT_TITLES, prepare_architecture
 from nonn.bench.links import SHAPING_NETNS, netns_available
 from nonn.bench.measure import measure_link
 from nonn.bench.profiles import get_device, get_link
@@ -24,7 +24,8 @@ from nonn.bench.topology import SHAPING_IN_PROCESS, TBF_BURST_BYTES
 NETNS_OK, NETNS_WHY = netns_available()
 PREFIX = "nonnc"
 DEVICES = [get_device("rpi3b_plus"), get_device("nrf52840")]
-DEPLOYMENTS = ["nonn", "teacher", "compressed", "teacher_split", "compressed_split"]
+BASE = ["nonn", "teacher", "compressed", "teacher_split", "compressed_split"]
+DEPLOYMENTS = list(DEPLOYMENT_TITLES)  # the base five, NoNN int8, and each base one with uint8 pixels first
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,18 @@ def _check_run(run: dict, prepared, link) -> None:
         assert diff <= 1e-4, name        # served over gRPC: the same logits as in-process ONNX Runtime
     for name, dep in run["deployments"].items():
         assert dep["samples"] == run["requests_measured"][name] == 4
-        assert len(dep["nodes"]) == (2 if name in ("nonn", "teacher_split", "compressed_split") else 1)
+        assert len(dep["nodes"]) == (2 if name.startswith("nonn") or "_split" in name else 1)
+        assert dep["first_hop"] == ("uint8" if name.endswith("_pixels") or name == "nonn_int8" else "float32")
+        f = dep["floor"]
+        assert f["ms"] == pytest.approx(f["transfer_ms"] + f["delay_ms"] + f["compute_ms"])
+        assert f["measured_over_floor"] == pytest.approx(dep["total_ms"]["p50"] / f["ms"])
+        hops = f["hops"]
+        assert [h["bytes_in"] for h in hops] == [n["bytes_in"] for n in dep["nodes"]]
+        if dep["kind"] == "chain":
+            assert f["compute_ms"] == pytest.approx(sum(n["compute_ms"]["p50"] for n in dep["nodes"]))
+            assert f["delay_ms"] == pytest.approx(2 * len(hops) * link.delay_ms)
+        else:
+            assert f["delay_ms"] == pytest.approx(2 * link.delay_ms)
         assert dep["total_ms"]["p50"] > 0
         for node in dep["nodes"]:
             assert node["compute_ms"]["p50"] > 0 and node["peak_rss_bytes"] > 0
@@ -75,13 +87,21 @@ def _check_run(run: dict, prepared, link) -> None:
     calibration = run["link_calibration"]
     image = calibration["image"]["message_bytes"]
     assert all(n["bytes_in"] == image for n in run["deployments"]["nonn"]["nodes"])
+    # uint8 pixels on the first hop: a quarter of the image's bytes (plus the same small header)
+    pixels = run["deployments"]["nonn_pixels"]["nodes"][0]["bytes_in"]
+    assert pixels < image / 2 and run["deployments"]["nonn_int8"]["nodes"][0]["bytes_in"] == pixels
+    for base in ("teacher", "compressed", "teacher_split", "compressed_split"):
+        first = run["deployments"][base + "_pixels"]["nodes"][0]
+        assert first["bytes_in"] == pixels
+        assert first["bytes_out"] == run["deployments"][base]["nodes"][0]["bytes_out"]
     cut = calibration["x".join(map(str, split[0]["out_shape"]))]
     assert cut["message_bytes"] == split[0]["bytes_out"]
     assert calibration["tiny"]["message_bytes"] < image < cut["message_bytes"]
     for name, dep in run["deployments"].items():
         derived = dep["derived_total_ms"]
-        assert derived["input_local"] == pytest.approx(derived["measured"] - calibration["image"]["one_way_ms"])
-        if name.endswith("_split"):
+        first_hop = "pixels" if dep["first_hop"] == "uint8" else "image"
+        assert derived["input_local"] == pytest.approx(derived["measured"] - calibration[first_hop]["one_way_ms"])
+        if "_split" in name:
             own = calibration["x".join(map(str, dep["nodes"][0]["out_shape"]))]
             assert derived["direct_chain"] == pytest.approx(derived["measured"] - own["one_way_ms"])
         else:
@@ -91,8 +111,10 @@ def _check_run(run: dict, prepared, link) -> None:
 def test_every_exported_deployment_gives_the_pytorch_logits(prepared):
     """Layer-split pieces in a chain, the merged one-device models and the NoNN all match PyTorch."""
     assert [d.name for d in prepared.deployments] == DEPLOYMENTS
-    for name in DEPLOYMENTS:
+    for name in BASE:
         assert prepared.parity[name] <= 1e-4, name
+    int8 = prepared.parity["nonn_int8_vs_fp32"]
+    assert int8["max_abs_logit_change"] > 0 and 0 <= int8["label_agreement"] <= 1
     by_name = {d.name: d for d in prepared.deployments}
     for base in ("teacher", "compressed"):
         whole, split = by_name[base], by_name[f"{base}_split"]
@@ -127,7 +149,8 @@ def test_shaped_links_in_namespaces(prepared):
     assert run["shaping"] == SHAPING_NETNS and run["tbf_queue_ms"] >= 200
     assert run["tbf_burst_bytes"] == TBF_BURST_BYTES
     addresses = [n["address"] for dep in run["deployments"].values() for n in dep["nodes"]]
-    assert len(set(addresses)) == len(addresses) == 8 and all(a.startswith("169.254.") for a in addresses)
+    # one process per piece of each deployment with its own models (the pixel variants share them)
+    assert len(set(addresses)) == 10 and all(a.startswith("169.254.") for a in addresses)
     assert all(dep["modelled_transfer_ms"] == 0 for dep in run["deployments"].values())
     assert _our_namespaces() == [] and set(_edge_children()) <= before
 
@@ -185,3 +208,28 @@ def test_bench_json_ratios_are_quotients_of_its_figures(prepared, tmp_path):
     assert head["weight_memory"]["value"] == r["weight_memory"]["value"]
     measured = r["total_latency"]["compressed_split"]["measured"]["value"]
     assert head["total_latency_vs_compressed_split"]["value"] == measured
+    int8 = deps["nonn_int8"]["nodes"]
+    assert r["int8"]["weight_memory"]["value"] == pytest.approx(
+        teacher["weight_bytes"] / max(n["weight_bytes"] for n in int8))
+    assert r["int8"]["weight_bytes_vs_fp32"]["value"] < 0.5  # int8 weights, float scales and biases
+    assert r["int8"]["compute_vs_fp32"]["value"] == pytest.approx(
+        max(n["compute_ms"]["p50"] for n in int8) / max(n["compute_ms"]["p50"] for n in deps["nonn_pixels"]["nodes"]))
+    assert r["total_latency_pixels"]["compressed_split"]["value"] == pytest.approx(
+        deps["compressed_split_pixels"]["total_ms"]["p50"] / deps["nonn_pixels"]["total_ms"]["p50"])
+    assert "int8 and fp32 students against the teacher" in md and "measured / floor" in md
+
+    from nonn.bench import sweep
+    table = sweep.summarise({2: saved, 4: saved})
+    assert [(row["k"], row["link"]) for row in table["rows"]] == [(2, "wifi"), (4, "wifi")]
+    row = table["rows"][0]
+    assert row["ratios"]["compressed_split"] == pytest.approx(
+        deps["compressed_split"]["total_ms"]["p50"] / deps["nonn"]["total_ms"]["p50"])
+    assert row["node_processes"] == 10 and row["cores_shared"] == (2 > saved["config"]["cpu_count"])
+    assert all(x["value"] >= 33 for x in table["reached"])
+    swept = {**table, "config": {"ks": [2, 4], "teacher_arch": "t", "student_arch": "s", "links": ["wifi"],
+                                 "cpu_count": 2, "shaping": saved["config"]["shaping"]},
+             "note": "n", "split_rule": "r", "compressed_arch": {2: "a", 4: "b"}}
+    sweep.write_outputs(swept, tmp_path / "sweep")
+    assert sorted(p.name for p in (tmp_path / "sweep" / "plots").iterdir()) == ["sweep_ratio.png",
+                                                                               "sweep_total_latency.png"]
+    assert "nodes share cores" in (tmp_path / "sweep" / "bench.md").read_text()

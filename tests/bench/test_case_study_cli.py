@@ -17,6 +17,9 @@ from nonn.cli import main
     (["--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--device", "toaster"], "unknown device"),
     (["--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--input", "8x8"], "CxHxW"),
     (["--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--requests", "0"], "--requests"),
+    (["--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--k", "2,x"], "--k"),
+    (["--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--k", "2,0"], "--k"),
+    (["some/run", "--k", "2,4"], "architecture form"),
 ])
 def test_user_errors_are_one_line(capsys, args, words):
     assert main(["bench", *args]) == 2
@@ -38,3 +41,6 @@ def test_run_directory_form_trains_the_compressed_baseline(tiny_run, tmp_path, c
     assert compressed["params"] <= nonn["students_params_total"] + nonn["head"]["params"]
     assert (run / "bench" / "compressed-run" / "students.pt").exists()
     assert result["models"]["teacher"]["accuracy"] is not None
+    # the int8 students' test accuracy beside the float32 one, both in ONNX Runtime
+    assert 0 <= nonn["accuracy_int8"] <= 1 and 0 <= nonn["accuracy_fp32_onnx"] <= 1
+    assert nonn["int8"]["calibration"]["split"] == "validation"

@@ -85,3 +85,17 @@ def test_compressed_arch_is_the_largest_not_above_the_nonn_total():
     assert all(p > 365_728 or p <= params[arch] for p in params.values())
     arch, choice = choose_compressed_arch("wrn", 10, **shape)
     assert choice["chosen_params"] == min(params.values()) and "smallest" in choice["rule"]
+
+
+def test_compressed_arch_has_a_layer_for_every_node_of_its_split():
+    """At large K the parameter-matched architecture can be too shallow to split K ways; the choice then
+    keeps to architectures with at least K layers."""
+    from nonn.bench.deployments import choose_compressed_arch
+
+    shapes = {"in_shape": (1, 8, 8), "num_classes": 10, "num_filters": 8, "map_size": (2, 2)}
+    _, free = choose_compressed_arch("wrn", 10**9, **shapes)
+    arch, choice = choose_compressed_arch("wrn", 10**9, min_layers=12, **shapes)
+    chosen = next(r for r in choice["candidates"] if r["arch"] == arch)
+    assert chosen["layers"] >= 12 and all(r["layers"] >= 12 for r in choice["candidates"])
+    assert "at least 12 layers" in choice["rule"]
+    assert any(r["layers"] < 12 for r in free["candidates"])  # the limit did exclude some

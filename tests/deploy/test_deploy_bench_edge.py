@@ -52,3 +52,17 @@ def test_bench_edge_reports_consistent_figures(tmp_path, capsys):
     assert not [p["pid"] for p in r["processes"] if pid_alive(p["pid"])]
     cores = sorted(os.sched_getaffinity(0))  # node k ran on core k (mod the cores), as the ceiling's worker k
     assert [p["cpu"] for p in r["processes"] if p["role"] == "node"] == [str(cores[k % len(cores)]) for k in (0, 1)]
+
+
+def test_bench_edge_serves_int8_students(tmp_path):
+    """--int8: the same cluster serves the quantized students; the manifest it served says how they were made."""
+    out = tmp_path / "bench-int8"
+    assert main(["bench-edge", "--teacher-arch", "wrn-10-2", "--student-arch", "wrn-10-1", "--input", "1x8x8",
+                 "--requests", "10", "--rounds", "1", "--int8", "--insecure", "--out", str(out)]) == 0
+    r = json.loads((out / "bench_edge.json").read_text())
+    assert r["config"]["students_dtype"] == "int8"
+    manifest = json.loads((out / "onnx-int8" / "manifest.json").read_text())
+    q = manifest["quantization"]
+    assert q["dtype"] == "int8" and q["check"] is None and q["calibration"]["split"].startswith("random")
+    assert all(a < b / 2 for a, b in zip(q["weight_bytes"]["int8"], q["weight_bytes"]["fp32"]))
+    assert r["throughput"]["c1_per_s"] > 0

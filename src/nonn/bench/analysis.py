@@ -51,11 +51,13 @@ def summarise(d: Deployment, samples: list[Sample], info: dict, link: LinkProfil
         })
     totals = [s.total_ms for s in samples]
     p50 = float(np.median(totals))
-    image_ms = calibration["image"]["one_way_ms"]
+    image_ms = calibration["pixels" if d.first_hop == "uint8" else "image"]["one_way_ms"]
     cut_ms = (sum(calibration["x".join(map(str, n["out_shape"]))]["one_way_ms"] for n in nodes[:-1])
               if d.kind == "chain" else 0.0)
     return {
-        "title": d.title, "kind": d.kind, "k": len(nodes), "samples": len(samples),
+        "floor": floor(d, nodes, link, p50),
+        "title": d.title, "kind": d.kind, "k": len(nodes), "samples": len(samples), "first_hop": d.first_hop,
+        "shares_processes_with": d.shares,
         "total_ms": percentiles(totals),
         "modelled_transfer_ms": float(np.median([s.modelled_ms for s in samples])),
         "hub_overhead_ms": percentiles(s.hub_ms for s in samples),
@@ -70,6 +72,31 @@ def summarise(d: Deployment, samples: list[Sample], info: dict, link: LinkProfil
         "nodes": nodes,
         "samples_total_ms": totals,
     }
+
+
+def floor(d: Deployment, nodes: list[dict], link: LinkProfile, measured_ms: float) -> dict:
+    """The physical floor of one inference: each hop's message bytes at the link's rate, the link's delay per
+    message, and the nodes' median compute; NoNN's K branches run at once (the slowest decides), a chain's hops
+    one after the other. measured / floor is then the runtime's own cost (gRPC, HTTP/2 framing, Python, the hub)
+    apart from the physics."""
+    hops = []
+    for n in nodes:
+        wire = (n["bytes_in"] + n["bytes_out"]) * 8 / link.rate_bps * 1000.0
+        hops.append({"role": n["role"], "bytes_in": n["bytes_in"], "bytes_out": n["bytes_out"], "transfer_ms": wire,
+                     "delay_ms": 2 * link.delay_ms, "compute_ms": n["compute_ms"]["p50"]})
+    for h in hops:
+        h["floor_ms"] = h["transfer_ms"] + h["delay_ms"] + h["compute_ms"]
+    if d.kind == "gateway":
+        slowest = max(hops, key=lambda h: h["floor_ms"])
+        parts = {key: slowest[key] for key in ("transfer_ms", "delay_ms", "compute_ms")}
+        rule = "the slowest of the K parallel branches (request + reply at the link rate, 2 delays, compute)"
+    else:
+        parts = {key: sum(h[key] for h in hops) for key in ("transfer_ms", "delay_ms", "compute_ms")}
+        rule = "every hop in turn (request + reply at the link rate, 2 delays, compute)"
+    total = sum(parts.values())
+    return {"ms": total, **parts, "measured_ms": measured_ms, "measured_over_floor": measured_ms / total if total else None,
+            "rule": rule, "bytes": "serialized tensor messages (data + shape + dtype); no gRPC/HTTP/2 framing",
+            "hops": hops}
 
 
 LATENCY_VARIANTS = {
@@ -111,6 +138,33 @@ def ratios(deps: dict, device_names: list[str]) -> dict:
             variant: _ratio(deps[baseline]["derived_total_ms"][variant], deps["nonn"]["derived_total_ms"][variant],
                             f"{baseline} / nonn median total ms ({variant})")
             for variant in LATENCY_VARIANTS}
+    if "nonn_pixels" in deps:  # uint8 pixels on every first hop
+        out["total_latency_pixels"] = {
+            baseline: _ratio(deps[baseline + "_pixels"]["total_ms"]["p50"], deps["nonn_pixels"]["total_ms"]["p50"],
+                             f"{baseline}_pixels / nonn_pixels median total ms (measured)")
+            for baseline in ("compressed_split", "teacher_split", "teacher", "compressed")}
+    if "nonn_int8" in deps:
+        int8, fp32 = deps["nonn_int8"]["nodes"], deps["nonn_pixels"]["nodes"]
+        rss8 = [s["peak_rss_bytes"] for s in int8]
+        out["int8"] = {
+            "weight_memory": _ratio(teacher["weight_bytes"], max(s["weight_bytes"] for s in int8),
+                                    "teacher node weight bytes (float32) / largest int8 student's weight bytes"),
+            "weight_bytes_vs_fp32": _ratio(max(s["weight_bytes"] for s in int8), max(s["weight_bytes"] for s in fp32),
+                                           "largest int8 student's weight bytes / largest float32 student's"),
+            "compute_vs_fp32": _ratio(max(s["compute_ms"]["p50"] for s in int8),
+                                      max(s["compute_ms"]["p50"] for s in fp32),
+                                      "slowest int8 student's median compute / slowest float32 student's (both "
+                                      "uint8 pixels)"),
+            "peak_rss_vs_fp32": _ratio(max(rss8) if all(rss8) else None, max(rss) if all(rss) else None,
+                                       "largest int8 node peak RSS / largest float32 node peak RSS"),
+            "total_latency": _ratio(deps["compressed_split_pixels"]["total_ms"]["p50"],
+                                    deps["nonn_int8"]["total_ms"]["p50"],
+                                    "compressed_split_pixels / nonn_int8 median total ms"),
+        }
+        for dev in device_names:
+            out["int8"][f"energy_vs_fp32_{dev}"] = _ratio(
+                max(s["energy_j"][dev]["total_j"] for s in int8), max(s["energy_j"][dev]["total_j"] for s in fp32),
+                f"largest int8 node energy / largest float32 node energy ({dev})")
     return out
 
 
@@ -134,4 +188,9 @@ def headline(result: dict) -> dict:
             "total_latency_vs_compressed_split": row(lat["measured"], TARGETS["total_latency"]),
             "total_latency_vs_compressed_split_input_local": row(lat["input_local"], TARGETS["total_latency"]),
         }
+        if "total_latency_pixels" in r:
+            rows[name]["total_latency_vs_compressed_split_pixels"] = row(
+                r["total_latency_pixels"]["compressed_split"], TARGETS["total_latency"])
+        if "int8" in r:
+            rows[name]["weight_memory_int8"] = row(r["int8"]["weight_memory"], TARGETS["weight_memory"])
     return rows

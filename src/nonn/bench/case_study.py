@@ -119,6 +119,7 @@ def write_outputs(result: dict, out: Path) -> None:
     from . import report
 
     out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out / "bench.json", result)  # the measurements first: a report that fails loses none
     result["plots"] = [str(p) for p in report.write_plots(result, out / "plots")]
     atomic.write_text(out / "bench.md", report.format_markdown(result))
     atomic.write_json(out / "bench.json", result)

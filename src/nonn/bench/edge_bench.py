@@ -197,7 +197,7 @@ def _breakdown(samples) -> dict:
 
 def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1", k: int = 2,
                input_shape="3x32x32", requests: int = 1000, rounds: int = 3, out: str | Path = "runs/bench-edge",
-               insecure: bool = False, log=print) -> dict:
+               insecure: bool = False, int8: bool = False, log=print) -> dict:
     """Export untrained models, serve them as processes, then `rounds` times in turn: measure the
     compute ceiling, load at concurrency 1 and 8. Ratios are taken within a round and their
     median reported, so a busy moment on a shared machine moves a round, not the figure.
@@ -217,10 +217,19 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
     log(f"[bench-edge] {UNTRAINED_NOTE}")
     models = export_untrained(teacher_arch, student_arch, k, input_shape, out, log=log)
     manifest = out / "onnx" / "manifest.json"
-    students = [out / "onnx" / s["file"] for s in json.loads(manifest.read_text())["students"]]
     rng = np.random.default_rng(0)
     c, h, w = input_shape
     images = rng.integers(0, 256, size=(DISTINCT_IMAGES, h, w, c), dtype=np.uint8)
+    if int8:  # the same students quantized (static QDQ, per-channel int8), calibrated on other random images
+        from nonn.edge.manifest import load_manifest
+
+        from ..quantize import export_int8
+        calibration = normalise(rng.integers(0, 256, size=(64, h, w, c), dtype=np.uint8),
+                                (UNTRAINED_MEAN,) * c, (UNTRAINED_STD,) * c)[:, 0]
+        manifest = export_int8(load_manifest(manifest), out / "onnx-int8", calibration, None,
+                               calibration_info={"split": "random uint8 images (untrained models)", "seed": 0},
+                               log=log).path
+    students = [manifest.parent / s["file"] for s in json.loads(manifest.read_text())["students"]]
     code = gateway_code_us(manifest, images)
     inputs = normalise(images, (UNTRAINED_MEAN,) * c, (UNTRAINED_STD,) * c)  # what the nodes run on
 
@@ -278,6 +287,7 @@ def bench_edge(*, teacher_arch: str = "wrn-40-4", student_arch: str = "wrn-16-1"
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "out": str(out),
         "config": {"teacher_arch": teacher_arch, "student_arch": student_arch, "k": k,
+                   "students_dtype": "int8" if int8 else "float32",
                    "input_shape": list(input_shape), "requests": requests, "rounds": rounds,
                    "security": security.mode, "cpu_count": os.cpu_count(),
                    "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS"),

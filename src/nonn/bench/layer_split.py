@@ -228,9 +228,11 @@ def plan_split(model: nn.Module, input_shape, k: int, *, dtype_bytes: int = FLOA
     return SplitPlan(count_params(model), costs, pieces, modules)
 
 
-def export_split(plan: SplitPlan, out: Path, stem: str = "piece", log=print) -> list[Path]:
+def export_split(plan: SplitPlan, out: Path, stem: str = "piece", log=print,
+                 pixels: dict[str, str] | None = None) -> list[Path]:
     """Each piece to ``out/<stem>_<i>.onnx`` (input ``image`` or ``activation_in``, output ``activation_out`` or
-    ``logits``, dynamic batch); records file names and sizes in the plan."""
+    ``logits``, dynamic batch); records file names and sizes in the plan. ``pixels`` (a Normalisation's metadata)
+    goes into piece 0, so its node also takes uint8 pixels, as NoNN's nodes do."""
     from .. import atomic
     from ..export import onnx_bytes
 
@@ -240,7 +242,8 @@ def export_split(plan: SplitPlan, out: Path, stem: str = "piece", log=print) -> 
     for piece, module in zip(plan.pieces, plan.modules):
         example = torch.zeros(2, *piece.in_shape[1:])
         data = onnx_bytes(module, example, "image" if piece.index == 0 else "activation_in",
-                           "logits" if piece.index == last else "activation_out")
+                           "logits" if piece.index == last else "activation_out",
+                           pixels if piece.index == 0 else None)
         path = out / f"{stem}_{piece.index}.onnx"
         atomic.write_bytes(path, data)
         piece.file, piece.onnx_bytes = path.name, len(data)
@@ -258,6 +261,7 @@ def merge_pieces(files: list[Path], out: Path) -> Path:
     from .. import atomic
 
     merged = onnx.load(str(files[0]))
+    first_metadata = [(p.key, p.value) for p in merged.metadata_props]  # piece 0's pixels: the merged model's
     for index, path in enumerate(files[1:], start=1):
         nxt = onnx.load(str(path))
         if index == 1:
@@ -270,6 +274,10 @@ def merge_pieces(files: list[Path], out: Path) -> Path:
             node.input[:] = [name if x == old else x for x in node.input]
             node.output[:] = [name if x == old else x for x in node.output]
         value.name = name
+    del merged.metadata_props[:]
+    for key, value in first_metadata:
+        entry = merged.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.checker.check_model(merged)
     atomic.write_bytes(out, merged.SerializeToString())
     return out

@@ -56,7 +56,8 @@ def measure_link(prep: Prepared, link: LinkProfile, devices: list[DeviceProfile]
                        link_prefix=link_prefix, log=log)
         children = served.children
         runners = {d.name: stack.enter_context(contextlib.closing(DeploymentRunner(
-            d, [children[(d.name, i)].address for i in range(len(d.files))], served.gateway.address, prep, link,
+            d, [children[(d.name, i)].address for i in range(len(d.files))],
+            served.gateways[d.name].address if d.kind == "gateway" else None, prep, link,
             in_process, timeout_s))) for d in prep.deployments}
         shapes = probe_shapes(prep)
         for key, shape in shapes.items():
@@ -72,7 +73,7 @@ def measure_link(prep: Prepared, link: LinkProfile, devices: list[DeviceProfile]
         rss = served.procs.peak_rss()
         info = {key: {"pid": c.pid, "address": c.address, "core": served.cores[key],
                       "peak_rss_bytes": rss.get(c.name)} for key, c in children.items()}
-        gateway_rss = rss.get(served.gateway.name)
+        gateway_rss = {name: rss.get(g.name) for name, g in served.gateways.items()}
         diffs = {name: runners[name].worst_diff for name in names}
 
     calibration = calibrate(shapes, samples, link)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ("nonn", "teacher", "compressed", "teacher_split", "compressed_split")
+BASE = ("nonn", "teacher", "compressed", "teacher_split", "compressed_split")
+ORDER = BASE + ("nonn_int8",)  # deployments with processes of their own (per-node tables and plots)
+LATENCY_ORDER = tuple(x for b in BASE for x in (b, b + "_pixels")) + ("nonn_int8",)
 COLORS = {"nonn": "#1b9e77", "teacher": "#d95f02", "compressed": "#7570b3", "teacher_split": "#e7298a",
-          "compressed_split": "#66a61e"}
+          "compressed_split": "#66a61e", "nonn_int8": "#a6761d"}
+
+
+def _present(names, deps: dict) -> list[str]:
+    return [n for n in names if n in deps]
 
 
 def method(min_samples: int, tbf_burst_bytes: int) -> list[str]:
@@ -24,7 +30,8 @@ def method(min_samples: int, tbf_burst_bytes: int) -> list[str]:
         "active power x median compute time + energy per bit x bits sent and received (message bytes plus the "
         "link's per-message overhead); idle power while waiting is not counted. The device profiles' powers "
         "are multiplied by compute times measured on THIS machine, not on those devices.",
-        "Weight memory is parameters x 4 bytes (float32) per node; peak RSS is the node process's VmHWM "
+        "Weight memory is parameters x 4 bytes (float32) per node, and for int8 students the bytes of the "
+        "quantized graph's constants; peak RSS is the node process's VmHWM "
         "(Python, gRPC and ONNX Runtime included).",
         "hub_overhead_ms is the total minus the node round trips: for NoNN the client -> gateway hop and the "
         "gateway's own work (decode, normalise, fan out, gather, head), for a chain the driver's work between "
@@ -46,7 +53,7 @@ def _mb(n) -> str:
 
 
 def _x(v) -> str:
-    return "n/a" if v is None else f"{v:.1f}x"
+    return "n/a" if v is None else (f"{v:.2f}x" if v < 1 else f"{v:.1f}x")
 
 
 def _ms(v) -> str:
@@ -63,6 +70,35 @@ def _node_label(name: str, node: dict) -> str:
     if name in ("teacher", "compressed"):
         return f"{name} (one device)"
     return f"{name} {node['role']}"
+
+
+def _int8_table(result: dict) -> list[str]:
+    """fp32 and int8 students side by side against the teacher (first link's run)."""
+    run = next(iter(result["runs"].values()))
+    deps = run["deployments"]
+    if "nonn_int8" not in deps:
+        return []
+    teacher = deps["teacher"]["nodes"][0]
+    models = result["models"]
+    acc = {"fp32": models["nonn"].get("accuracy_fp32_onnx"), "int8": models["nonn"].get("accuracy_int8")}
+    rows = []
+    for label, name in (("teacher (one device)", "teacher"), ("NoNN fp32 student", "nonn_pixels"),
+                        ("NoNN int8 student", "nonn_int8")):
+        nodes = deps[name]["nodes"]
+        big = max(nodes, key=lambda n: n["weight_bytes"])
+        slow = max(n["compute_ms"]["p50"] for n in nodes)
+        rss = [n["peak_rss_bytes"] for n in nodes]
+        dev = result["config"]["devices"][0]
+        energy = max(n["energy_j"][dev]["total_j"] for n in nodes)
+        a = {"teacher": models["teacher"].get("accuracy"), "nonn_pixels": acc["fp32"], "nonn_int8": acc["int8"]}[name]
+        rows.append([label, _mb(big["weight_bytes"]), _x(teacher["weight_bytes"] / big["weight_bytes"]),
+                     _mb(max(rss) if all(rss) else None), _ms(slow), f"{1e3 * energy:.3f}",
+                     "n/a" if a is None else f"{100 * a:.2f}%"])
+    return ["## int8 and fp32 students against the teacher (per node, largest / slowest node)", ""] + _table(
+        ["model", "weights", "teacher / this", "peak RSS", "compute p50 ms", f"energy mJ ({dev})",
+         "test accuracy (ONNX Runtime)"], rows) + [
+        "", "int8 weights are the bytes of the quantized graph's constants (int8 weights, float scales, int32 "
+            "biases); float32 weights are parameters x 4. Both NoNN rows receive uint8 pixels.", ""]
 
 
 def format_markdown(result: dict) -> str:
@@ -83,6 +119,7 @@ def format_markdown(result: dict) -> str:
             rows.append([link, claim, _x(row["value"]), f">= {row['target']:g}x", "yes" if row["met"] else "NO"])
     out += _table(["link", "comparison", "measured", "paper", "met"], rows) + [""]
 
+    out += _int8_table(result)
     out += ["## Models", ""]
     t, n, c = models["teacher"], models["nonn"], models["compressed"]
 
@@ -113,14 +150,19 @@ def format_markdown(result: dict) -> str:
     out += [""] + _table(["model", "piece", "layers", "params", "weights", "bytes out"], rows)
     out += ["", f"Rule: {result['layer_split']['rule']}. Parity of every exported deployment with PyTorch "
             f"(max |diff| of logits): " + ", ".join(f"{k} {v:.1e}" for k, v in result["parity"].items()
-                                                   if k not in ("atol", "images")), ""]
+                                                   if isinstance(v, float) and k != "atol")]
+    int8 = result["parity"].get("nonn_int8_vs_fp32")
+    if int8:
+        out[-1] += (f". int8 students against float32 on the same images: largest logit change "
+                    f"{int8['max_abs_logit_change']:.3g}, labels agree on {100 * int8['label_agreement']:.1f}%")
+    out += [""]
 
     for link, run in result["runs"].items():
         deps = run["deployments"]
         out += [f"## Link `{link}` ({run['link']['rate_bps'] / 1e6:g} Mbit/s, {run['link']['delay_ms']:g} ms per "
                 f"message, shaping `{run['shaping']}`)", ""]
         rows = []
-        for name in ORDER:
+        for name in _present(LATENCY_ORDER, deps):
             d = deps[name]
             rows.append([d["title"], str(d["samples"]), _ms(d["total_ms"]["p50"]), _ms(d["total_ms"]["p90"]),
                          _ms(d["hub_overhead_ms"]["p50"]), f"{d['link_bytes_per_inference']:,}",
@@ -134,7 +176,7 @@ def format_markdown(result: dict) -> str:
         out += _table(["message", "bytes", "n", "measured one way ms", "modelled one way ms"], rows) + [""]
         devices = result["config"]["devices"]
         rows = []
-        for name in ORDER:
+        for name in _present(ORDER, deps):
             for node in deps[name]["nodes"]:
                 rows.append([_node_label(name, node), _mb(node["weight_bytes"]), _mb(node["peak_rss_bytes"]),
                              _ms(node["compute_ms"]["p50"]), f"{node['bytes_in']:,}", f"{node['bytes_out']:,}"]
@@ -153,7 +195,19 @@ def format_markdown(result: dict) -> str:
             for variant, ratio in variants.items():
                 rows.append([f"total latency {baseline} / NoNN ({variant})", _x(ratio["value"]),
                              f"{_ms(ratio['numerator'])} / {_ms(ratio['denominator'])} ms"])
+        for baseline, ratio in r.get("total_latency_pixels", {}).items():
+            rows.append([f"total latency {baseline} / NoNN, uint8 pixels on every first hop", _x(ratio["value"]),
+                         f"{_ms(ratio['numerator'])} / {_ms(ratio['denominator'])} ms"])
+        for key, ratio in r.get("int8", {}).items():
+            rows.append([f"int8: {key}", _x(ratio["value"]), ratio["of"]])
         out += _table(["per node vs teacher / total", "ratio", "of"], rows) + [""]
+        rows = [[deps[name]["title"], _ms(f["measured_ms"]), _ms(f["ms"]), _ms(f["transfer_ms"]), _ms(f["delay_ms"]),
+                 _ms(f["compute_ms"]), _x(f["measured_over_floor"])]
+                for name in _present(LATENCY_ORDER, deps) for f in [deps[name]["floor"]]]
+        out += ["Physical floor: " + deps["nonn"]["floor"]["bytes"] + "; NoNN: " + deps["nonn"]["floor"]["rule"]
+                + "; a chain: " + deps["teacher_split"]["floor"]["rule"] + ".", ""]
+        out += _table(["deployment", "measured p50 ms", "floor ms", "transfer ms", "delay ms", "compute ms",
+                       "measured / floor"], rows) + [""]
         load = run.get("load_average")
         if load:
             out += [f"Load average (1 min) before this link's run: {load['before'][0]:.2f}, after: "
@@ -179,7 +233,7 @@ def _figure(width=9.0, height=4.5):
 
 
 def _nodes(run: dict) -> list[tuple[str, dict]]:
-    return [(name, node) for name in ORDER for node in run["deployments"][name]["nodes"]]
+    return [(name, node) for name in _present(ORDER, run["deployments"]) for node in run["deployments"][name]["nodes"]]
 
 
 def _bars(ax, labels, values, colors, ylabel, log=True):
@@ -244,11 +298,12 @@ def write_plots(result: dict, folder: Path) -> list[Path]:
     links = list(result["runs"])
     fig = _figure(max(6, 2.5 * len(links) + 3), 4.5)
     ax = fig.subplots()
-    width = 0.8 / len(ORDER)
-    for j, name in enumerate(ORDER):
+    order = _present(LATENCY_ORDER, result["runs"][links[0]]["deployments"])
+    width = 0.8 / len(order)
+    for j, name in enumerate(order):
         values = [result["runs"][link]["deployments"][name]["total_ms"]["p50"] for link in links]
-        ax.bar([i + (j - len(ORDER) / 2 + 0.5) * width for i in range(len(links))], values, width,
-               color=COLORS[name], label=result["runs"][links[0]]["deployments"][name]["title"])
+        ax.bar([i + (j - len(order) / 2 + 0.5) * width for i in range(len(links))], values, width,
+               color=COLORS[name.removesuffix("_pixels")], hatch="//" if name.endswith("_pixels") else None, label=result["runs"][links[0]]["deployments"][name]["title"])
     ax.set_xticks(list(range(len(links))))
     ax.set_xticklabels(links)
     ax.set_yscale("log")
@@ -272,7 +327,7 @@ def format_summary(result: dict) -> str:
     for link, run in result["runs"].items():
         deps = run["deployments"]
         lines.append(f"  {link}: median total ms  " + "  ".join(
-            f"{name} {_ms(deps[name]['total_ms']['p50'])}" for name in ORDER))
+            f"{name} {_ms(deps[name]['total_ms']['p50'])}" for name in _present(LATENCY_ORDER, deps)))
         for claim, row in result["headline"][link].items():
             lines.append(f"    {claim:<48} {_x(row['value']):>8}  (paper >= {row['target']:g}x: "
                          f"{'met' if row['met'] else 'MISSED'})")

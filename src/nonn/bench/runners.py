@@ -53,7 +53,9 @@ class DeploymentRunner:
             if self.in_process:  # the K links carry their messages at the same time
                 s.modelled_ms = max(self._wire_ms(a) + self._wire_ms(b) for a, b in zip(s.bytes_in, s.bytes_out))
         else:
-            out, total, hops = self.client.infer(self.prep.inputs[i % n])
+            x = (self.prep.images[i % n].transpose(2, 0, 1)[None] if self.deployment.first_hop == "uint8"
+                 else self.prep.inputs[i % n])
+            out, total, hops = self.client.infer(x)
             s = Sample(total, [h.compute_ms for h in hops], [h.bytes_sent for h in hops],
                        [h.bytes_received for h in hops], out[0], total - sum(h.round_trip_ms for h in hops))
             if self.in_process:  # one node after the other
@@ -95,7 +97,9 @@ class ProbeRunner:
 
 def probe_shapes(prep: Prepared) -> dict[str, tuple[int, ...]]:
     """The messages worth calibrating: a tiny one, the input image and every activation crossing a cut."""
-    shapes = {"tiny": (1, 1, 1, 1), "image": (1, *prep.input_shape)}
+    c, h, w = prep.input_shape
+    # "pixels": a float32 message of the uint8 image's byte count (the sink model takes float32 only)
+    shapes = {"tiny": (1, 1, 1, 1), "image": (1, *prep.input_shape), "pixels": (1, 1, 1, max(1, c * h * w // 4))}
     for d in prep.deployments:
         if d.kind == "chain":
             for node in d.nodes[:-1]:

@@ -73,24 +73,26 @@ class Served:
     """The processes of one link's run: node children by (deployment, index), their cores, the gateway."""
 
     procs: object          # deploy.processes.ChildProcesses
-    children: dict
+    children: dict         # (deployment, index) -> child; a deployment that shares another's processes maps there
     cores: dict
-    gateway: object
+    gateways: dict         # gateway deployment name -> its gateway child
     pinned: bool
 
 
 def serve(stack: contextlib.ExitStack, prep: Prepared, link: LinkProfile, sink: Path, *, in_process: bool,
           timeout_s: float, link_prefix: str = DEFAULT_PREFIX, log=print) -> Served:
     """Start a node per deployment piece and one probe node serving ``sink`` (all closed with ``stack``), each
-    behind its own shaped link unless ``in_process``, then the NoNN gateway on loopback (the hub)."""
+    behind its own shaped link unless ``in_process``, then one gateway per NoNN deployment on loopback (the hub).
+    A deployment that shares another's models (another first hop) gets no processes of its own."""
     from nonn.edge.options import GatewayOptions, NodeOptions
 
     from ..deploy.processes import ChildProcesses, gateway_args, node_args
 
     cpus = os.cpu_count() or 1
-    pin = cpus >= max(len(d.files) for d in prep.deployments)
+    own = [d for d in prep.deployments if d.shares is None]
+    pin = cpus >= max(len(d.files) for d in own)
     taskset = shutil.which("taskset")
-    slots = [(d.name, i, d.files[i]) for d in prep.deployments for i in range(len(d.files))]
+    slots = [(d.name, i, d.files[i]) for d in own for i in range(len(d.files))]
     slots.append(("probe", 0, sink))
     if in_process:
         hosts, prefixes = ["127.0.0.1"] * len(slots), [[] for _ in slots]
@@ -117,14 +119,17 @@ def serve(stack: contextlib.ExitStack, prep: Prepared, link: LinkProfile, sink: 
                 os.sched_setaffinity(child.pid, {core})
         children[(name, i)], cores[(name, i)] = child, core
     procs.await_ready(list(children.values()))
-    nonn = next(d for d in prep.deployments if d.kind == "gateway")
+    for d in prep.deployments:
+        if d.shares is not None:
+            for i in range(len(d.files)):
+                children[(d.name, i)], cores[(d.name, i)] = children[(d.shares, i)], cores[(d.shares, i)]
     gateway_options = GatewayOptions(insecure=True, intra_op_threads=1,
                                      deadline_s=round(timeout_s * 1000) / 1000)  # whole milliseconds
-    gateway = procs.spawn("nonn gateway", gateway_args(
-        nonn.manifest, [children[("nonn", i)].address for i in range(len(nonn.files))], "127.0.0.1:0",
-        gateway_options), env=env)
-    procs.await_ready([gateway])
-    log(f"[bench] {link.name}: {len(slots)} node processes + gateway up ("
+    gateways = {d.name: procs.spawn(f"{d.name} gateway", gateway_args(
+        d.manifest, [children[(d.name, i)].address for i in range(len(d.files))], "127.0.0.1:0",
+        gateway_options), env=env) for d in prep.deployments if d.kind == "gateway"}
+    procs.await_ready(list(gateways.values()))
+    log(f"[bench] {link.name}: {len(slots)} node processes + {len(gateways)} gateways up ("
         f"{'namespaces + tbf' if not in_process else 'loopback, transfer time added'}"
         f"{', pinned' if pin else ''})")
-    return Served(procs, children, cores, gateway, pin)
+    return Served(procs, children, cores, gateways, pin)

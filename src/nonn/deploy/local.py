@@ -49,8 +49,10 @@ def ensure_export(rd: RunDir, log=print) -> tuple[Path, bool]:
     return rd.manifest, True
 
 
-def in_process_labels(rd: RunDir, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images HWC uint8, true labels, labels of the PyTorch NoNN) for the first `limit` test images."""
+def in_process_labels(rd: RunDir, limit: int | None, int8: Path | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images HWC uint8, true labels, labels of the PyTorch NoNN) for the first `limit` test images; with `int8`
+    (an int8 manifest) the reference is that int8 NoNN in ONNX Runtime instead, since int8 is not PyTorch's."""
     import torch
 
     from ..stages.common import batch_prep, dataset_for, load_students, predict
@@ -62,8 +64,15 @@ def in_process_labels(rd: RunDir, limit: int | None) -> tuple[np.ndarray, np.nda
         if limit < 1:
             raise DeployError(f"--limit must be at least 1, got {limit}")
         split = split.take(torch.arange(min(limit, len(split))))
-    net, _ = load_students(rd)
-    predicted = predict(net, split, batch_prep(ds, cfg)).numpy()
+    if int8 is not None:
+        from ..quantize import logits_of
+        prep = batch_prep(ds, cfg)
+        manifest = load_manifest(int8, verify=True)
+        predicted = np.concatenate([logits_of(manifest, prep(split.x[i:i + 256]).numpy()).argmax(1)
+                                    for i in range(0, len(split.y), 256)])
+    else:
+        net, _ = load_students(rd)
+        predicted = predict(net, split, batch_prep(ds, cfg)).numpy()
     images = np.ascontiguousarray(split.x.permute(0, 2, 3, 1).numpy())
     return images, split.y.numpy(), predicted
 
@@ -100,8 +109,9 @@ def request_bytes(image: np.ndarray, layout: str = "HWC") -> int:
 
 def deploy_local(run_dir: str | Path, *, insecure: bool = False, deadline_ms: float = 1000.0,
                  limit: int | None = None, concurrency: str | list[int] = "1,8", requests: int = 200,
-                 startup_timeout_s: float = STARTUP_TIMEOUT_S, log=print) -> dict:
-    """Deploy, measure, stop everything, write RUN_DIR/deploy.json and return what it holds."""
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S, int8: bool = False, log=print) -> dict:
+    """Deploy, measure, stop everything, write RUN_DIR/deploy.json (deploy-int8.json with `int8`: the int8
+    students of RUN_DIR/onnx-int8, made first when stale) and return what it holds."""
     rd = RunDir(Path(run_dir))
     rd.load_config()
     levels = parse_concurrency(",".join(map(str, concurrency)) if isinstance(concurrency, list) else concurrency)
@@ -109,9 +119,12 @@ def deploy_local(run_dir: str | Path, *, insecure: bool = False, deadline_ms: fl
         raise DeployError(f"--requests must be at least 1, got {requests}")
     with interrupt_on_signals():
         manifest_path, exported = ensure_export(rd, log)
+        if int8:
+            from ..stages.quantize import run as run_int8
+            manifest_path = run_int8(rd, log=log)
         k = len(load_manifest(manifest_path, verify=False).students)
         security = Security(None if insecure else ensure_certs(rd.path / "certs", k))
-        images, truth, reference = in_process_labels(rd, limit)
+        images, truth, reference = in_process_labels(rd, limit, manifest_path if int8 else None)
         timeout_s = deadline_ms / 1000.0 + 10.0
         with LocalCluster(manifest_path, security, rd.path / "logs" / "deploy", deadline_ms=deadline_ms,
                           startup_timeout_s=startup_timeout_s, log=log) as cluster:
@@ -138,13 +151,14 @@ def deploy_local(run_dir: str | Path, *, insecure: bool = False, deadline_ms: fl
         "security": security.mode,
         "deadline_ms": deadline_ms,
         "machine": {"cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0]},
-        "export": {"manifest": str(manifest_path), "exported_now": exported,
+        "export": {"manifest": str(manifest_path), "exported_now": exported, "dtype": "int8" if int8 else "float32",
                    "students_sha256": file_sha256(rd.students)},
         "processes": processes,
         "accuracy": {
             "images": len(truth),
             "deployed": float((deployed == truth).mean()),
             "in_process": float((reference == truth).mean()),
+            "in_process_is": "the int8 NoNN in ONNX Runtime" if int8 else "the NoNN in PyTorch",
             "label_agreement": float((deployed == reference).mean()),
             "degraded": sum(s.degraded for s in stream.samples),
         },
@@ -156,7 +170,7 @@ def deploy_local(run_dir: str | Path, *, insecure: bool = False, deadline_ms: fl
     }
     acc = result["accuracy"]
     acc["match"] = acc["deployed"] == acc["in_process"] and acc["label_agreement"] == 1.0
-    atomic.write_json(rd.path / "deploy.json", result)
+    atomic.write_json(rd.path / ("deploy-int8.json" if int8 else "deploy.json"), result)
     return result
 
 

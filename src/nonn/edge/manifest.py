@@ -44,6 +44,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)  # what it was exported from (run, students' SHA-256)
     parity: dict[str, Any] | None = None  # ONNX Runtime against PyTorch, when checked at export
     inputs_hash: str | None = None  # the export stage's: tells whether the export is up to date
+    quantization: dict[str, Any] | None = None  # int8 students: how they were quantized and checked (else fp32)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout of manifest.json; file names relative to the manifest's directory."""
@@ -65,6 +66,8 @@ class Manifest:
             d["parity"] = dict(self.parity)
         if self.inputs_hash is not None:
             d["inputs_hash"] = self.inputs_hash
+        if self.quantization is not None:
+            d["quantization"] = dict(self.quantization)
         return d
 
 
@@ -146,6 +149,7 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
             source=dict(raw.get("source") or {}),
             parity=raw["parity"] if isinstance(raw.get("parity"), dict) else None,
             inputs_hash=None if raw.get("inputs_hash") is None else str(raw["inputs_hash"]),
+            quantization=raw["quantization"] if isinstance(raw.get("quantization"), dict) else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
