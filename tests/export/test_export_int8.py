@@ -1,6 +1,7 @@
 """`nonn export --int8`: int8 students beside the fp32 export, calibrated on validation, checked against fp32."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -13,9 +14,12 @@ from nonn.quantize import QuantizationError, calibration_sample, compare_int8, i
 
 
 @pytest.fixture(scope="module")
-def int8_run(tiny_run):
-    assert main(["export", str(tiny_run), "--int8", "--calibration-images", "50"]) == 0
-    return tiny_run
+def int8_run(tiny_run, tmp_path_factory):
+    """A copy of the shared tiny run (which other tests read as it is), exported to int8."""
+    run = tmp_path_factory.mktemp("int8") / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["export", str(run), "--int8", "--calibration-images", "50"]) == 0
+    return run
 
 
 def test_int8_students_are_quantized_and_recorded(int8_run):
@@ -85,8 +89,8 @@ def test_accuracy_drop_beyond_the_bound_fails_with_the_fix(int8_run, tmp_path):
     assert compare_int8(fp32, bad, batches, max_drop_points=100.0)["drop_points"] > 0.5
 
 
-def test_bad_int8_settings_are_one_line_errors(tiny_run, capsys):
-    assert main(["export", str(tiny_run), "--int8", "--calibration-images", "0"]) == 2
+def test_bad_int8_settings_are_one_line_errors(int8_run, capsys):
+    assert main(["export", str(int8_run), "--int8", "--calibration-images", "0"]) == 2
     assert "--calibration-images" in capsys.readouterr().err
-    assert main(["export", str(tiny_run), "--int8", "--max-drop", "-1"]) == 2
+    assert main(["export", str(int8_run), "--int8", "--max-drop", "-1"]) == 2
     assert "--max-drop" in capsys.readouterr().err
