@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -78,9 +79,12 @@ def stage_loggers(kind: str, log_dir: Path, resume_epochs: int | None) -> list:
         shutil.rmtree(log_dir, ignore_errors=True)
     csv_logger = CSVLogger(save_dir=log_dir.parent, name=log_dir.name, version="")
     if kept:  # Lightning's CSV writer deletes an existing metrics.csv when it opens: write the kept rows again
+        with warnings.catch_warnings():  # its "previous log files will be deleted" warning is untrue here
+            warnings.filterwarnings("ignore", ".*Experiment logs directory.*")
+            writer = csv_logger.experiment
         for row in kept:
             step = row.pop("step", row["epoch"])
-            csv_logger.experiment.log_metrics(row, step=int(float(step)))
+            writer.log_metrics(row, step=int(float(step)))
         csv_logger.save()
     loggers = [csv_logger]
     if kind == "tensorboard":
